@@ -1,0 +1,538 @@
+"""BlazePose (MediaPipe Pose, "full" model) on CPU with ONNX Runtime, numpy and OpenCV only.
+
+MediaPipe itself is not a dependency: its wheel pins protobuf/numpy versions that clash with the rest
+of meetvar and its graph runtime is not deterministic across threads. Instead this module re-implements
+the pieces of MediaPipe's ``PoseLandmarkCpu`` graph that shape the landmarks, calculator by calculator,
+with the option values extracted from the ``mediapipe==0.10.21`` wheel (see
+``models/blazepose/mediapipe_graphs.pbtxt``):
+
+* ``PoseDetectionCpu``: 224x224 letterbox (zero border, input in [-1, 1]), SSD anchors, sigmoid score
+  >= 0.5, weighted NMS, letterbox removal.
+* ``PoseDetectionToRoi`` / ``PoseLandmarksToRoi``: a square rect centred on alignment point 0, twice
+  the distance to point 1 wide, rotated so that the 0->1 vector points up, scaled by 1.25.
+* ``PoseLandmarkByRoiCpu``: 256x256 rotated crop (replicated border, input in [0, 1]), landmarks
+  refined on the 64x64 heatmap (kernel 9), projected back through the rect; world landmarks rotated
+  by the rect's rotation.
+* ``PoseLandmarkFiltering``: the output landmarks are *not* smoothed (the referee smooths), but the two
+  auxiliary landmarks that place the next frame's crop are always one-euro filtered inside MediaPipe,
+  whatever ``smooth_landmarks`` says, so we do the same to crop the same region MediaPipe would.
+
+The detector only runs when there is no track; a pose flag at or below 0.5 drops the track.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import pathlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from referee.keypoints import NUM_BLAZEPOSE_LANDMARKS, PoseFrame
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+U8 = npt.NDArray[np.uint8]
+
+DEFAULT_MODELS_DIR = pathlib.Path(__file__).resolve().parent / "models" / "blazepose"
+DETECTOR_FILE = "pose_detection.onnx"
+LANDMARK_FILE = "pose_landmark_full.onnx"
+REBUILD_HINT = (
+    "Rebuild them with the conversion environment described in gpu_service/models/convert_blazepose.py: "
+    "python gpu_service/models/convert_blazepose.py --out gpu_service/models/blazepose"
+)
+
+# PoseDetectionCpu (SsdAnchorsCalculator / TensorsToDetectionsCalculator / NonMaxSuppressionCalculator).
+DET_SIZE = 224
+DET_STRIDES = (8, 16, 32, 32, 32)
+DET_NUM_BOXES = 2254
+DET_SCORE_CLIP = 100.0
+DET_MIN_SCORE = 0.5
+DET_NMS_IOU = 0.3
+# PoseDetectionToRoi / PoseLandmarksToRoi (AlignmentPointsRectsCalculator + RectTransformationCalculator).
+ROI_TARGET_ANGLE = math.pi / 2.0
+ROI_SCALE = 1.25
+# PoseLandmarkByRoiCpu / TensorsToPoseLandmarksAndSegmentation.
+LM_SIZE = 256
+LM_NUM = 39
+LM_NUM_AUX = 2  # landmarks 33 and 34: the alignment points for the next frame's ROI
+POSE_FLAG_THRESHOLD = 0.5
+HEATMAP_KERNEL = 9
+HEATMAP_MIN_CONFIDENCE = 0.5
+# PoseLandmarkFiltering: one-euro filter on the auxiliary landmarks (always on in MediaPipe).
+AUX_FILTER_FREQUENCY = 30.0
+AUX_FILTER_MIN_CUTOFF = 0.01
+AUX_FILTER_BETA = 10.0
+AUX_FILTER_DERIVATE_CUTOFF = 1.0
+AUX_FILTER_MIN_OBJECT_SCALE = 1e-6
+
+
+def _sha256(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFiles:
+    """The two ONNX files plus the hashes the conversion recorded, so a stale or hand-edited model is
+    caught at start-up instead of silently producing different poses."""
+
+    models_dir: pathlib.Path
+    detector: pathlib.Path
+    landmark: pathlib.Path
+    detector_sha256: str
+    landmark_sha256: str
+    model_id: str
+    manifest: dict[str, Any]
+
+    @classmethod
+    def locate(cls, models_dir: pathlib.Path | None = None) -> ModelFiles:
+        root = pathlib.Path(models_dir) if models_dir is not None else DEFAULT_MODELS_DIR
+        detector, landmark, manifest_path = root / DETECTOR_FILE, root / LANDMARK_FILE, root / "manifest.json"
+        missing = [p for p in (detector, landmark, manifest_path) if not p.is_file()]
+        if missing:
+            names = ", ".join(str(p) for p in missing)
+            raise FileNotFoundError(f"BlazePose model files missing: {names}. {REBUILD_HINT}")
+        manifest = json.loads(manifest_path.read_text())
+        models = manifest["models"]
+        return cls(
+            models_dir=root,
+            detector=detector,
+            landmark=landmark,
+            detector_sha256=str(models["pose_detection"]["sha256"]),
+            landmark_sha256=str(models["pose_landmark_full"]["sha256"]),
+            model_id=str(manifest.get("model_id", BlazePoseTracker.MODEL_ID)),
+            manifest=manifest,
+        )
+
+    def verify(self) -> None:
+        for path, expected in ((self.detector, self.detector_sha256), (self.landmark, self.landmark_sha256)):
+            actual = _sha256(path)
+            if actual != expected:
+                raise RuntimeError(
+                    f"{path} has sha256 {actual}, manifest.json says {expected}. {REBUILD_HINT}"
+                )
+
+
+def model_files(models_dir: pathlib.Path | None = None) -> ModelFiles:
+    """Paths and recorded hashes of the BlazePose ONNX models (raises FileNotFoundError if absent)."""
+    return ModelFiles.locate(models_dir)
+
+
+@dataclass(frozen=True, slots=True)
+class NormRect:
+    """MediaPipe's NormalizedRect: centre and size as fractions of the image, rotation in radians
+    (clockwise on screen, since y points down)."""
+
+    x_center: float
+    y_center: float
+    width: float
+    height: float
+    rotation: float
+
+
+def _ssd_anchors() -> F64:
+    """Anchor centres (N, 2) exactly as SsdAnchorsCalculator lays them out for pose_detection.
+
+    With ``fixed_anchor_size`` every anchor is 1x1, so only the centres matter; consecutive layers with
+    the same stride share a grid and each contributes 2 anchors per cell (aspect 1 + interpolated).
+    """
+    centres: list[tuple[float, float]] = []
+    layer = 0
+    while layer < len(DET_STRIDES):
+        stride = DET_STRIDES[layer]
+        last = layer
+        while last < len(DET_STRIDES) and DET_STRIDES[last] == stride:
+            last += 1
+        per_cell = 2 * (last - layer)
+        fm = math.ceil(DET_SIZE / stride)
+        for y in range(fm):
+            for x in range(fm):
+                centres.extend([((x + 0.5) / fm, (y + 0.5) / fm)] * per_cell)
+        layer = last
+    anchors = np.asarray(centres, dtype=np.float64)
+    assert anchors.shape == (DET_NUM_BOXES, 2)
+    return anchors
+
+
+def _sigmoid(x: npt.NDArray[np.floating[Any]]) -> F64:
+    return np.asarray(1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64))), dtype=np.float64)
+
+
+def _normalize_radians(angle: float) -> float:
+    return angle - 2.0 * math.pi * math.floor((angle + math.pi) / (2.0 * math.pi))
+
+
+def _pad_roi(w: float, h: float) -> tuple[float, float, tuple[float, float, float, float]]:
+    """ImageToTensorCalculator's keep_aspect_ratio for a square tensor: grow the rect to a square and
+    return the letterbox padding (left, top, right, bottom) as fractions of the tensor."""
+    roi_aspect = h / w
+    if roi_aspect < 1.0:
+        pad = (1.0 - roi_aspect) / 2.0
+        return w, w, (0.0, pad, 0.0, pad)
+    pad = (1.0 - 1.0 / roi_aspect) / 2.0
+    return h, h, (pad, 0.0, pad, 0.0)
+
+
+def _warp(rgb: U8, cx: float, cy: float, w: float, h: float, rotation: float, size: int, border: int) -> U8:
+    """Crop a rotated rect into a size x size uint8 image the way MediaPipe's OpenCV converter does
+    (boxPoints -> perspective transform -> bilinear warp on uint8), so the model sees the same pixels."""
+    src = cv2.boxPoints(((cx, cy), (w, h), rotation * 180.0 / math.pi)).astype(np.float32)
+    dst = np.array([[0, size], [0, 0], [size, 0], [size, size]], dtype=np.float32)
+    matrix = cv2.getPerspectiveTransform(src, dst)
+    return np.asarray(
+        cv2.warpPerspective(
+            rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=(0, 0, 0)
+        ),
+        dtype=np.uint8,
+    )
+
+
+def _alignment_rect(
+    p0: tuple[float, float], p1: tuple[float, float], width: int, height: int
+) -> NormRect | None:
+    """AlignmentPointsRectsCalculator followed by RectTransformationCalculator(scale 1.25, square_long)."""
+    x0, y0 = p0[0] * width, p0[1] * height
+    x1, y1 = p1[0] * width, p1[1] * height
+    box = math.sqrt((x1 - x0) ** 2 + (y1 - y0) ** 2) * 2.0
+    if not box > 0.0 or not math.isfinite(box):
+        return None
+    rotation = _normalize_radians(ROI_TARGET_ANGLE - math.atan2(-(y1 - y0), x1 - x0))
+    # The raw rect is box x box pixels, so square_long leaves it as is; only the 1.25 scale applies.
+    return NormRect(
+        x_center=x0 / width,
+        y_center=y0 / height,
+        width=box / width * ROI_SCALE,
+        height=box / height * ROI_SCALE,
+        rotation=rotation,
+    )
+
+
+class _LowPass:
+    """mediapipe::LowPassFilter."""
+
+    __slots__ = ("initialized", "raw", "stored")
+
+    def __init__(self) -> None:
+        self.initialized = False
+        self.raw = 0.0
+        self.stored = 0.0
+
+    def apply(self, value: float, alpha: float) -> float:
+        result = alpha * value + (1.0 - alpha) * self.stored if self.initialized else value
+        self.initialized = True
+        self.raw = value
+        self.stored = result
+        return result
+
+
+class _OneEuro:
+    """mediapipe::OneEuroFilter, including its quirk of passing values through (without initialising)
+    while timestamps do not increase."""
+
+    __slots__ = ("dx", "frequency", "last_ns", "x")
+
+    def __init__(self) -> None:
+        self.frequency = AUX_FILTER_FREQUENCY
+        self.last_ns = 0
+        self.x = _LowPass()
+        self.dx = _LowPass()
+
+    def _alpha(self, cutoff: float) -> float:
+        te = 1.0 / self.frequency
+        tau = 1.0 / (2.0 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / te)
+
+    def apply(self, t_ns: int, value_scale: float, value: float) -> float:
+        if self.last_ns >= t_ns:
+            return value
+        if self.last_ns != 0 and t_ns != 0:
+            self.frequency = 1.0 / ((t_ns - self.last_ns) * 1e-9)
+        self.last_ns = t_ns
+        dvalue = (value - self.x.raw) * value_scale * self.frequency if self.x.initialized else 0.0
+        edvalue = self.dx.apply(dvalue, self._alpha(AUX_FILTER_DERIVATE_CUTOFF))
+        cutoff = AUX_FILTER_MIN_CUTOFF + AUX_FILTER_BETA * abs(edvalue)
+        return self.x.apply(value, self._alpha(cutoff))
+
+
+class _AuxSmoother:
+    """PoseLandmarkFiltering's LandmarksSmoothingCalculator for the two auxiliary landmarks: one-euro
+    per axis in pixel units, velocity scaled by the alignment box size; reset whenever the track drops."""
+
+    def __init__(self) -> None:
+        self.filters: list[_OneEuro] = []
+
+    def reset(self) -> None:
+        self.filters = []
+
+    def apply(self, aux: F64, t_us: int, width: int, height: int) -> F64:
+        """``aux``: (2, 3) normalised x, y, z; returns the filtered copy."""
+        if not self.filters:
+            self.filters = [_OneEuro() for _ in range(aux.shape[0] * 3)]
+        px = aux * np.array([width, height, width], dtype=np.float64)
+        box = 2.0 * math.hypot(px[1, 0] - px[0, 0], px[1, 1] - px[0, 1])  # OBJECT_SCALE_ROI of the aux rect
+        if box < AUX_FILTER_MIN_OBJECT_SCALE:
+            return aux.copy()
+        scale = 1.0 / box
+        t_ns = int(t_us) * 1000
+        out = np.empty_like(px)
+        for i in range(px.shape[0]):
+            for k in range(3):
+                out[i, k] = self.filters[i * 3 + k].apply(t_ns, scale, float(px[i, k]))
+        return out / np.array([width, height, width], dtype=np.float64)
+
+
+def _session(path: pathlib.Path, threads: int) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+class BlazePoseTracker:
+    """Single-person BlazePose tracker reproducing MediaPipe Pose's CPU graph (model_complexity=1,
+    smooth_landmarks=False, segmentation off). Not thread-safe: one instance per video stream."""
+
+    MODEL_ID: str = "blazepose-full-0.10.21"
+
+    def __init__(self, models_dir: pathlib.Path | None = None, *, threads: int = 1) -> None:
+        self.files = ModelFiles.locate(models_dir)
+        self.files.verify()
+        self.threads = int(threads)
+        self._det = _session(self.files.detector, self.threads)
+        self._lm = _session(self.files.landmark, self.threads)
+        self._det_input = self._det.get_inputs()[0].name
+        self._lm_input = self._lm.get_inputs()[0].name
+        self._lm_outputs = ["landmarks", "pose_flag", "heatmap", "world_landmarks"]
+        self._anchors = _ssd_anchors()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the track and all counters: the next frame is processed as by a fresh tracker."""
+        self._roi: NormRect | None = None
+        self._aux = _AuxSmoother()
+        self._next_track_id = 0
+        self._track_id: int | None = None
+        self.detector_runs = 0
+        self.landmark_runs = 0
+        self.last_roi: NormRect | None = None
+        self.last_detector_ms = 0.0
+        self.last_landmark_ms = 0.0
+
+    # ---- detector -------------------------------------------------------------------------------
+
+    def _detect(self, rgb: U8) -> NormRect | None:
+        """PoseDetectionCpu + PoseDetectionToRoi on the whole frame; the best detection's ROI or None."""
+        height, width = rgb.shape[:2]
+        side_w, side_h, (left, top, right, bottom) = _pad_roi(width, height)
+        crop = _warp(rgb, width / 2.0, height / 2.0, side_w, side_h, 0.0, DET_SIZE, cv2.BORDER_CONSTANT)
+        tensor = (crop.astype(np.float32) * np.float32(2.0 / 255.0) + np.float32(-1.0))[None]
+        t0 = time.perf_counter()
+        raw_boxes, raw_scores = self._det.run(["regressors", "classificators"], {self._det_input: tensor})
+        self.last_detector_ms = (time.perf_counter() - t0) * 1000.0
+        self.detector_runs += 1
+
+        scores = _sigmoid(np.clip(raw_scores.reshape(-1), -DET_SCORE_CLIP, DET_SCORE_CLIP))
+        boxes = raw_boxes.reshape(DET_NUM_BOXES, -1).astype(np.float64) / DET_SIZE
+        keep = scores >= DET_MIN_SCORE
+        if not np.any(keep):
+            return None
+        anchors = self._anchors[keep]
+        boxes, scores = boxes[keep], scores[keep]
+        cx = boxes[:, 0] + anchors[:, 0]
+        cy = boxes[:, 1] + anchors[:, 1]
+        w, h = boxes[:, 2], boxes[:, 3]
+        # (xmin, ymin, xmax, ymax) then 4 keypoints (x, y)
+        decoded = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        kps = boxes[:, 4:12].reshape(-1, 4, 2) + anchors[:, None, :]
+        valid = (w >= 0) & (h >= 0)
+        decoded, kps, scores = decoded[valid], kps[valid], scores[valid]
+        if scores.size == 0:
+            return None
+        best_box, best_kps = self._weighted_nms_top(decoded, kps, scores)
+
+        # DetectionLetterboxRemovalCalculator (only the keypoints feed the ROI).
+        kx = (best_kps[:, 0] - left) / (1.0 - left - right)
+        ky = (best_kps[:, 1] - top) / (1.0 - top - bottom)
+        del best_box
+        return _alignment_rect((kx[0], ky[0]), (kx[1], ky[1]), width, height)
+
+    @staticmethod
+    def _weighted_nms_top(boxes: F64, kps: F64, scores: F64) -> tuple[F64, F64]:
+        """First output of NonMaxSuppressionCalculator(WEIGHTED, IoU 0.3): the highest-scoring box
+        averaged, score-weighted, with every box that overlaps it by IoU > 0.3. Only the first is
+        used by the pose graph, so the rest of the suppression loop is skipped."""
+        order = np.argsort(-scores, kind="stable")
+        top = order[0]
+        x0, y0, x1, y1 = boxes[top]
+        ix0 = np.maximum(boxes[:, 0], x0)
+        iy0 = np.maximum(boxes[:, 1], y0)
+        ix1 = np.minimum(boxes[:, 2], x1)
+        iy1 = np.minimum(boxes[:, 3], y1)
+        inter = np.clip(ix1 - ix0, 0.0, None) * np.clip(iy1 - iy0, 0.0, None)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        union = area + area[top] - inter
+        iou = np.where(union > 0.0, inter / np.where(union > 0.0, union, 1.0), 0.0)
+        members = iou > DET_NMS_IOU
+        members[top] = True
+        wts = scores[members]
+        total = float(wts.sum())
+        box = (boxes[members] * wts[:, None]).sum(axis=0) / total
+        kp = (kps[members] * wts[:, None, None]).sum(axis=0) / total
+        return box, kp
+
+    # ---- landmarks ------------------------------------------------------------------------------
+
+    def _landmarks(self, rgb: U8, roi: NormRect) -> tuple[float, F64, F64, F64]:
+        """PoseLandmarkByRoiCpu: (pose flag, landmarks (33, 5) normalised x, y, z, vis, presence,
+        aux (2, 3) normalised, world (33, 3)); the arrays are empty when the pose flag says nobody is
+        there, which MediaPipe's gate turns into "no landmarks" for this frame."""
+        height, width = rgb.shape[:2]
+        cx, cy = roi.x_center * width, roi.y_center * height
+        rw, rh = roi.width * width, roi.height * height
+        side_w, side_h, (left, top, right, bottom) = _pad_roi(rw, rh)
+        crop = _warp(rgb, cx, cy, side_w, side_h, roi.rotation, LM_SIZE, cv2.BORDER_REPLICATE)
+        tensor = (crop.astype(np.float32) * np.float32(1.0 / 255.0))[None]
+        t0 = time.perf_counter()
+        raw, flag, heatmap, world_raw = self._lm.run(self._lm_outputs, {self._lm_input: tensor})
+        self.last_landmark_ms = (time.perf_counter() - t0) * 1000.0
+        self.landmark_runs += 1
+
+        pose_flag = float(flag.reshape(-1)[0])
+        if not pose_flag > POSE_FLAG_THRESHOLD:
+            return pose_flag, np.empty((0, 5)), np.empty((0, 3)), np.empty((0, 3))
+
+        lm = raw.reshape(LM_NUM, 5).astype(np.float64)
+        norm = np.empty((LM_NUM, 5), dtype=np.float64)
+        norm[:, 0:3] = lm[:, 0:3] / LM_SIZE
+        norm[:, 3] = _sigmoid(lm[:, 3])
+        norm[:, 4] = _sigmoid(lm[:, 4])
+        _refine_from_heatmap(norm, heatmap.reshape(heatmap.shape[-3:]))
+
+        # LandmarkLetterboxRemovalCalculator
+        norm[:, 0] = (norm[:, 0] - left) / (1.0 - left - right)
+        norm[:, 1] = (norm[:, 1] - top) / (1.0 - top - bottom)
+        norm[:, 2] = norm[:, 2] / (1.0 - left - right)
+        # LandmarkProjectionCalculator
+        cos_r, sin_r = math.cos(roi.rotation), math.sin(roi.rotation)
+        x, y = norm[:, 0] - 0.5, norm[:, 1] - 0.5
+        projected = norm.copy()
+        projected[:, 0] = (cos_r * x - sin_r * y) * roi.width + roi.x_center
+        projected[:, 1] = (sin_r * x + cos_r * y) * roi.height + roi.y_center
+        projected[:, 2] = norm[:, 2] * roi.width
+        # WorldLandmarkProjectionCalculator
+        wl = world_raw.reshape(LM_NUM, 3)[:NUM_BLAZEPOSE_LANDMARKS].astype(np.float64)
+        world = wl.copy()
+        world[:, 0] = cos_r * wl[:, 0] - sin_r * wl[:, 1]
+        world[:, 1] = sin_r * wl[:, 0] + cos_r * wl[:, 1]
+        n = NUM_BLAZEPOSE_LANDMARKS
+        return pose_flag, projected[:n], projected[n : n + LM_NUM_AUX, 0:3], world
+
+    # ---- public ---------------------------------------------------------------------------------
+
+    def process(self, rgb: np.ndarray, capture_us: int, frame_index: int) -> PoseFrame:
+        """Pose of one RGB frame (H x W x 3 uint8). Frames must come in capture order: the crop of each
+        frame is placed from the previous frame's landmarks."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected HxWx3 uint8 RGB, got shape {rgb.shape} dtype {rgb.dtype}")
+        image: U8 = np.ascontiguousarray(rgb)
+        height, width = image.shape[:2]
+        empty = PoseFrame(
+            capture_us=int(capture_us),
+            frame_index=int(frame_index),
+            width=width,
+            height=height,
+            model_id=self.MODEL_ID,
+        )
+
+        detected = False
+        roi = self._roi
+        if roi is None:
+            roi = self._detect(image)
+            detected = True
+            if roi is None:
+                self._drop_track()
+                return empty
+        self.last_roi = roi
+
+        pose_flag, landmarks, aux, world = self._landmarks(image, roi)
+        if landmarks.shape[0] == 0:
+            self._drop_track()
+            return PoseFrame(
+                capture_us=int(capture_us),
+                frame_index=int(frame_index),
+                width=width,
+                height=height,
+                score=pose_flag,
+                model_id=self.MODEL_ID,
+                extras={"detector_ran": float(detected)},
+            )
+
+        if detected or self._track_id is None:
+            self._track_id = self._next_track_id
+            self._next_track_id += 1
+        filtered_aux = self._aux.apply(aux, int(capture_us), width, height)
+        self._roi = _alignment_rect(
+            (float(filtered_aux[0, 0]), float(filtered_aux[0, 1])),
+            (float(filtered_aux[1, 0]), float(filtered_aux[1, 1])),
+            width,
+            height,
+        )
+        if self._roi is None:
+            self._aux.reset()
+
+        keypoints = np.empty((NUM_BLAZEPOSE_LANDMARKS, 4), dtype=np.float64)
+        keypoints[:, 0] = landmarks[:, 0] * width
+        keypoints[:, 1] = landmarks[:, 1] * height
+        keypoints[:, 2] = landmarks[:, 2] * width  # MediaPipe scales z like x
+        keypoints[:, 3] = landmarks[:, 3]
+        return PoseFrame(
+            capture_us=int(capture_us),
+            frame_index=int(frame_index),
+            width=width,
+            height=height,
+            keypoints=keypoints,
+            world=np.ascontiguousarray(world, dtype=np.float64),
+            score=pose_flag,
+            track_id=self._track_id,
+            model_id=self.MODEL_ID,
+            extras={"detector_ran": float(detected)},
+        )
+
+    def _drop_track(self) -> None:
+        self._roi = None
+        self._track_id = None
+        self._aux.reset()
+
+
+def _refine_from_heatmap(norm: F64, heatmap: F32) -> None:
+    """RefineLandmarksFromHeatmapCalculator (kernel 9, min confidence 0.5), in place on x, y.
+
+    Copies MediaPipe's integer truncation and its bounds check (which compares the column, not the
+    row, against the height) so refined points match on the edges too.
+    """
+    hm_h, hm_w, channels = heatmap.shape
+    offset = (HEATMAP_KERNEL - 1) // 2
+    for i in range(channels):
+        col = int(norm[i, 0] * hm_w)  # C++ float->int truncates toward zero
+        row = int(norm[i, 1] * hm_h)
+        if col < 0 or col >= hm_w or row < 0 or col >= hm_h:
+            continue
+        r0, r1 = max(0, row - offset), min(hm_h, row + offset + 1)
+        c0, c1 = max(0, col - offset), min(hm_w, col + offset + 1)
+        conf = _sigmoid(heatmap[r0:r1, c0:c1, i])
+        total = float(conf.sum())
+        if float(conf.max()) >= HEATMAP_MIN_CONFIDENCE and total > 0.0:
+            rows = np.arange(r0, r1, dtype=np.float64)[:, None]
+            cols = np.arange(c0, c1, dtype=np.float64)[None, :]
+            norm[i, 0] = float((conf * cols).sum()) / hm_w / total
+            norm[i, 1] = float((conf * rows).sum()) / hm_h / total

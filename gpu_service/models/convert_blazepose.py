@@ -1,0 +1,423 @@
+"""Convert MediaPipe's BlazePose TFLite models (from the ``mediapipe`` PyPI wheel) to ONNX.
+
+This runs in a throw-away *conversion* environment, never in meetvar's runtime venv, because it needs
+TensorFlow, tf2onnx and mediapipe itself::
+
+    python3.11 -m venv /tmp/bpconv
+    /tmp/bpconv/bin/pip install tensorflow-cpu==2.15.1 tf2onnx==1.17.0 onnx==1.16.2 \
+        mediapipe==0.10.21 "numpy<2" onnxruntime
+    /tmp/bpconv/bin/python gpu_service/models/convert_blazepose.py --out gpu_service/models/blazepose
+
+(``onnx`` newer than 1.16 breaks TensorFlow 2.15's protobuf pin; ``onnxruntime`` is only used to verify.)
+
+What it does and why:
+
+* The detector's TFLite file stores 38 float16 weight tensors *sparse*, expanded at run time by DENSIFY
+  ops. tf2onnx has no DENSIFY handler and segfaults on the sparse tensors, so we let the TFLite
+  interpreter expand them once, write the dense values back into the flatbuffer as constants and drop
+  the DENSIFY ops. The rewritten model is checked to be bit-identical to the original under TFLite.
+* The landmark model has a segmentation-mask head that costs about as much as the whole rest of the
+  network on CPU, and ONNX Runtime runs every node whatever outputs are requested; meetvar never uses
+  the mask, so the ONNX graph is cut to the landmark, pose-flag, heatmap and world-landmark outputs.
+* tf2onnx turns the float16 weights (DEQUANTIZE ops) into float32 initializers, doubling the files.
+  Every weight is exactly representable in float16, so they are stored as float16 with a Cast in
+  front; ONNX Runtime folds the casts when it loads the session, so inference is bit-identical and the
+  committed files stay half the size.
+* Outputs are checked against the original TFLite models on random and on real (video) inputs and the
+  largest absolute difference is written to ``manifest.json`` with hashes and tool versions, so that a
+  rebuilt model can be compared with the committed one.
+* The option blocks of MediaPipe's pose graphs are compiled into the wheel's native library rather
+  than shipped as .pbtxt; they are extracted from there and written to ``mediapipe_graphs.pbtxt`` so
+  that every constant meetvar's pipeline copies (anchors, thresholds, ROI scales) can be traced back
+  to the exact wheel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import pathlib
+import platform
+import shutil
+import sys
+import tempfile
+from typing import Any
+
+import numpy as np
+
+MEDIAPIPE_VERSION = "0.10.21"
+OPSET = 13
+
+DETECTOR_TFLITE = "modules/pose_detection/pose_detection.tflite"
+LANDMARK_TFLITE = "modules/pose_landmark/pose_landmark_full.tflite"
+
+# TFLite output name -> name in the ONNX graph (None: removed from the ONNX graph).
+DETECTOR_OUTPUTS: dict[str, str | None] = {"Identity": "regressors", "Identity_1": "classificators"}
+LANDMARK_OUTPUTS: dict[str, str | None] = {
+    "Identity": "landmarks",  # (1, 195) = 39 x (x, y, z, visibility logit, presence logit), crop px
+    "Identity_1": "pose_flag",  # (1, 1) pose presence probability (sigmoid applied in-model)
+    "Identity_2": None,  # (1, 256, 256, 1) segmentation logits: dropped, see module docstring
+    "Identity_3": "heatmap",  # (1, 64, 64, 39) heatmap logits used to refine x, y
+    "Identity_4": "world_landmarks",  # (1, 117) = 39 x (x, y, z) metres
+}
+
+GRAPH_TYPES = [
+    "PoseLandmarkCpu",
+    "PoseDetectionCpu",
+    "PoseDetectionToRoi",
+    "PoseLandmarkByRoiCpu",
+    "TensorsToPoseLandmarksAndSegmentation",
+    "PoseLandmarksAndSegmentationInverseProjection",
+    "PoseLandmarkFiltering",
+    "PoseLandmarksToRoi",
+]
+
+
+def sha256(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def mediapipe_root() -> pathlib.Path:
+    spec = importlib.util.find_spec("mediapipe")
+    if spec is None or spec.origin is None:
+        raise SystemExit("mediapipe is not installed in this interpreter; see the module docstring")
+    version = importlib.metadata.version("mediapipe")
+    if version != MEDIAPIPE_VERSION:
+        print(f"warning: mediapipe {version} installed, manifest pins {MEDIAPIPE_VERSION}", file=sys.stderr)
+    return pathlib.Path(spec.origin).parent
+
+
+def densify_tflite(src: pathlib.Path, dst: pathlib.Path) -> int:
+    """Replace DENSIFY ops by constant dense tensors; returns how many were removed."""
+    import tensorflow as tf
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(src))
+    subgraph = model.subgraphs[0]
+    opcode = {i: max(c.builtinCode, c.deprecatedBuiltinCode) for i, c in enumerate(model.operatorCodes)}
+
+    interp = tf.lite.Interpreter(model_path=str(src), experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    interp.set_tensor(inp["index"], np.zeros(inp["shape"], np.float32))
+    interp.invoke()
+
+    kept = []
+    removed = 0
+    for op in subgraph.operators:
+        if opcode[op.opcodeIndex] != schema.BuiltinOperator.DENSIFY:
+            kept.append(op)
+            continue
+        sparse_idx, dense_idx = op.inputs[0], op.outputs[0]
+        dense = interp.get_tensor(dense_idx)
+        dense_tensor = subgraph.tensors[dense_idx]
+        if tuple(dense.shape) != tuple(dense_tensor.shape):
+            raise RuntimeError(f"DENSIFY output shape mismatch for tensor {dense_idx}")
+        buf = schema.BufferT()
+        buf.data = np.frombuffer(dense.tobytes(), np.uint8)
+        model.buffers.append(buf)
+        dense_tensor.buffer = len(model.buffers) - 1
+        sparse_tensor = subgraph.tensors[sparse_idx]
+        sparse_tensor.sparsity = None
+        model.buffers[sparse_tensor.buffer].data = None
+        removed += 1
+    subgraph.operators = kept
+    flatbuffer_utils.write_model(model, str(dst))
+    return removed
+
+
+def tflite_outputs(path: pathlib.Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    import tensorflow as tf
+
+    interp = tf.lite.Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    return {d["name"]: interp.get_tensor(d["index"]).copy() for d in interp.get_output_details()}
+
+
+def tf2onnx_convert(tflite: pathlib.Path, onnx_path: pathlib.Path) -> None:
+    import tf2onnx
+
+    tf2onnx.convert.from_tflite(str(tflite), opset=OPSET, output_path=str(onnx_path))
+
+
+def finalize_onnx(onnx_path: pathlib.Path, outputs: dict[str, str | None], input_name: str) -> None:
+    """Drop unwanted outputs, rename the rest, and store float16-exact weights as float16 + Cast."""
+    import onnx
+    import onnx.utils
+    from onnx import helper, numpy_helper
+
+    keep = [k for k, v in outputs.items() if v is not None]
+    onnx.utils.extract_model(str(onnx_path), str(onnx_path), [input_name], keep)
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+
+    rename = {k: v for k, v in outputs.items() if v is not None}
+    for node in graph.node:
+        node.output[:] = [rename.get(o, o) for o in node.output]
+        node.input[:] = [rename.get(i, i) for i in node.input]
+    for out in graph.output:
+        out.name = rename.get(out.name, out.name)
+    graph.input[0].name = "input"
+    for node in graph.node:
+        node.input[:] = ["input" if i == input_name else i for i in node.input]
+
+    casts = []
+    new_inits = []
+    for init in graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype == np.float32 and arr.size > 16:
+            half = arr.astype(np.float16)
+            if np.array_equal(half.astype(np.float32), arr):
+                new_inits.append(numpy_helper.from_array(half, init.name + "__fp16"))
+                casts.append(
+                    helper.make_node(
+                        "Cast", [init.name + "__fp16"], [init.name], to=onnx.TensorProto.FLOAT,
+                        name=init.name + "__cast",
+                    )
+                )
+                continue
+        new_inits.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(new_inits)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)
+    model.producer_name = "meetvar convert_blazepose.py (tf2onnx)"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(onnx_path))
+
+
+def onnx_outputs(path: pathlib.Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, {"input": x}), strict=True))
+
+
+def io_description(path: pathlib.Path) -> dict[str, Any]:
+    import onnx
+
+    model = onnx.load(str(path))
+
+    def dims(v: Any) -> list[int | str]:
+        return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim]
+
+    return {
+        "inputs": [{"name": v.name, "shape": dims(v), "dtype": "float32"} for v in model.graph.input],
+        "outputs": [{"name": v.name, "shape": dims(v), "dtype": "float32"} for v in model.graph.output],
+    }
+
+
+def real_inputs(video: pathlib.Path | None, size: int, lo: float, hi: float, n: int = 4) -> list[np.ndarray]:
+    """Square centre crops of a few video frames, scaled to the model's input range."""
+    if video is None or not video.exists():
+        return []
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or 1
+    out = []
+    for k in range(n):
+        cap.set(cv2.CAP_PROP_POS_FRAMES, (k * total) // n)
+        ok, bgr = cap.read()
+        if not ok:
+            continue
+        h, w = bgr.shape[:2]
+        side = min(h, w)
+        y0, x0 = (h - side) // 2, (w - side) // 2
+        crop = cv2.resize(bgr[y0 : y0 + side, x0 : x0 + side], (size, size), interpolation=cv2.INTER_AREA)
+        rgb = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32)
+        out.append((rgb / 255.0 * (hi - lo) + lo)[None].astype(np.float32))
+    cap.release()
+    return out
+
+
+def verify(
+    tflite: pathlib.Path, onnx_path: pathlib.Path, outputs: dict[str, str | None], size: int, lo: float,
+    hi: float, video: pathlib.Path | None,
+) -> dict[str, Any]:
+    rng = np.random.default_rng(20240521)
+    cases = {f"random{i}": rng.uniform(lo, hi, (1, size, size, 3)).astype(np.float32) for i in range(3)}
+    for i, x in enumerate(real_inputs(video, size, lo, hi)):
+        cases[f"video{i}"] = x
+    per_output: dict[str, float] = {}
+    for x in cases.values():
+        ref = tflite_outputs(tflite, x)
+        got = onnx_outputs(onnx_path, x)
+        for tfl_name, onnx_name in outputs.items():
+            if onnx_name is None:
+                continue
+            diff = float(np.max(np.abs(ref[tfl_name].astype(np.float64) - got[onnx_name].astype(np.float64))))
+            per_output[onnx_name] = max(per_output.get(onnx_name, 0.0), diff)
+    return {
+        "cases": sorted(cases),
+        "max_abs_diff_per_output": per_output,
+        "max_abs_diff": max(per_output.values()),
+    }
+
+
+def extract_graph_configs() -> str:
+    """Recover the binary CalculatorGraphConfig protos registered inside the wheel's native library."""
+    from google.protobuf import text_format
+    from mediapipe.framework import calculator_pb2
+
+    root = mediapipe_root()
+    libs = sorted((root / "python").glob("_framework_bindings*.so"))
+    if not libs:
+        return ""
+    data = libs[0].read_bytes()
+    chunks = []
+    for name in GRAPH_TYPES:
+        tag = b"\xa2\x01" + bytes([len(name)]) + name.encode()  # field 20 (type), length-delimited
+        pos = data.find(tag)
+        best = None
+        while pos >= 0 and best is None:
+            end = pos + len(tag)
+            for start in range(end - 3, max(0, end - 60000), -1):
+                if data[start] != 0x0A:  # field 1 (node), length-delimited
+                    continue
+                cfg = calculator_pb2.CalculatorGraphConfig()
+                try:
+                    cfg.ParseFromString(data[start:end])
+                except Exception:
+                    continue
+                if cfg.type == name and cfg.node and cfg.SerializeToString() == data[start:end]:
+                    best = cfg
+            pos = data.find(tag, pos + 1)
+        if best is not None:
+            chunks.append(f"# ---- {name} ----\n{text_format.MessageToString(best)}")
+    return "\n".join(chunks)
+
+
+NOTICE_TEXT = """# BlazePose models (MediaPipe) — notice
+
+`pose_detection.onnx` and `pose_landmark_full.onnx` in this folder are derived from the MediaPipe
+models `mediapipe/modules/pose_detection/pose_detection.tflite` and
+`mediapipe/modules/pose_landmark/pose_landmark_full.tflite`, as shipped in the PyPI wheel
+`mediapipe=={version}`.
+
+Copyright Google LLC. The MediaPipe models are licensed under the Apache License, Version 2.0; the
+full licence text is in `LICENSE` next to this file (copied from the wheel's dist-info).
+
+Modifications: converted from TFLite to ONNX by meetvar's `gpu_service/models/convert_blazepose.py`
+(sparse detector weights densified, the landmark model's segmentation head removed, outputs renamed,
+float16 weights stored with a Cast). No weights were retrained or altered in value. `manifest.json`
+records the source files and hashes, the tools used and the measured ONNX-vs-TFLite difference.
+`mediapipe_graphs.pbtxt` holds MediaPipe's own pose-graph options, extracted from the same wheel,
+that meetvar's pipeline (`gpu_service/blazepose.py`) reimplements.
+
+MediaPipe model card: BlazePose GHUM 3D (https://developers.google.com/mediapipe).
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    here = pathlib.Path(__file__).resolve().parent
+    default_video = here.parent.parent / "ingest" / "samples" / "rohanx01_squat.mp4"
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=pathlib.Path, default=here / "blazepose")
+    ap.add_argument("--video", type=pathlib.Path, default=default_video, help="real frames for verification")
+    args = ap.parse_args(argv)
+    out: pathlib.Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+
+    root = mediapipe_root()
+    det_src = root / DETECTOR_TFLITE
+    lm_src = root / LANDMARK_TFLITE
+    det_onnx = out / "pose_detection.onnx"
+    lm_onnx = out / "pose_landmark_full.onnx"
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dense = pathlib.Path(tmp) / "pose_detection_dense.tflite"
+        n_densified = densify_tflite(det_src, dense)
+        x = np.random.default_rng(0).uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
+        a, b = tflite_outputs(det_src, x), tflite_outputs(dense, x)
+        if any(not np.array_equal(a[k], b[k]) for k in a):
+            raise RuntimeError("densified detector differs from the original under TFLite")
+        print(f"densified {n_densified} DENSIFY ops (TFLite outputs bit-identical)")
+
+        tf2onnx_convert(dense, det_onnx)
+        finalize_onnx(det_onnx, DETECTOR_OUTPUTS, "input_1")
+        tf2onnx_convert(lm_src, lm_onnx)
+        finalize_onnx(lm_onnx, LANDMARK_OUTPUTS, "input_1")
+
+    video = args.video if args.video.exists() else None
+    det_check = verify(det_src, det_onnx, DETECTOR_OUTPUTS, 224, -1.0, 1.0, video)
+    lm_check = verify(lm_src, lm_onnx, LANDMARK_OUTPUTS, 256, 0.0, 1.0, video)
+    print("detector max |onnx - tflite|:", det_check["max_abs_diff_per_output"])
+    print("landmark max |onnx - tflite|:", lm_check["max_abs_diff_per_output"])
+
+    license_src = pathlib.Path(str(importlib.metadata.distribution("mediapipe").locate_file(
+        f"mediapipe-{importlib.metadata.version('mediapipe')}.dist-info/LICENSE")))
+    if license_src.exists():
+        shutil.copyfile(license_src, out / "LICENSE")
+    else:
+        print("warning: LICENSE not found in mediapipe's dist-info; add the Apache-2.0 text", file=sys.stderr)
+    (out / "NOTICE.md").write_text(NOTICE_TEXT.format(version=importlib.metadata.version("mediapipe")))
+    graphs = extract_graph_configs()
+    if graphs:
+        (out / "mediapipe_graphs.pbtxt").write_text(
+            "# MediaPipe pose graph configs extracted from the mediapipe=="
+            + importlib.metadata.version("mediapipe") + " wheel (Apache-2.0, Google LLC).\n" + graphs
+        )
+
+    def ver(pkg: str) -> str | None:
+        try:
+            return importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    manifest = {
+        "model_id": f"blazepose-full-{importlib.metadata.version('mediapipe')}",
+        "source": {
+            "package": "mediapipe",
+            "version": importlib.metadata.version("mediapipe"),
+            "license": "Apache-2.0",
+            "files": {
+                "pose_detection": {"path": "mediapipe/" + DETECTOR_TFLITE, "sha256": sha256(det_src)},
+                "pose_landmark_full": {"path": "mediapipe/" + LANDMARK_TFLITE, "sha256": sha256(lm_src)},
+            },
+        },
+        "tools": {
+            "python": platform.python_version(),
+            **{p: ver(p) for p in ("tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "numpy", "protobuf")},
+        },
+        "opset": OPSET,
+        "models": {
+            "pose_detection": {
+                "file": det_onnx.name,
+                "sha256": sha256(det_onnx),
+                "bytes": det_onnx.stat().st_size,
+                "tflite_output_names": DETECTOR_OUTPUTS,
+                "input_range": [-1.0, 1.0],
+                "densified_ops": n_densified,
+                **io_description(det_onnx),
+                "verification": det_check,
+            },
+            "pose_landmark_full": {
+                "file": lm_onnx.name,
+                "sha256": sha256(lm_onnx),
+                "bytes": lm_onnx.stat().st_size,
+                "tflite_output_names": LANDMARK_OUTPUTS,
+                "input_range": [0.0, 1.0],
+                **io_description(lm_onnx),
+                "verification": lm_check,
+            },
+        },
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""The one command-line entry point. Subcommands import their heavy modules lazily, so ``--help`` and
+error messages are instant, and expected failures print one line without a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from meetvar.errors import UserError
+
+DEFAULT_CAMERA = "demo/platform-1/side"
+
+
+def bundled_clip() -> Path:
+    return Path(str(resources.files("ingest").joinpath("samples/rohanx01_squat.mp4")))
+
+
+def _existing_video(text: str) -> Path:
+    path = Path(text)
+    if not path.exists():
+        raise UserError(f"no such file: {path} — give the path of a video file")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder — give the path of a video file")
+    return path
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    from meetvar.judge import judge_video
+
+    result = judge_video(_existing_video(args.video), threads=args.threads)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['video']}: {result['frames']} frames at {result['fps']} fps,"
+            f" judged in {result['processing_s']} s"
+        )
+        attempts: list[dict[str, Any]] = result["attempts"]  # type: ignore[assignment]
+        if not attempts:
+            print("  no attempt found")
+        for a in attempts:
+            d = a["depth"]
+            margin = "—" if d["margin_cm"] is None else f"{d['margin_cm']:+.1f} cm"
+            print(
+                f"  rep {a['rep']}: bottom {a['bottom_s']:.2f} s  {a['verdict']:<9} depth {d['status']:<9}"
+                f" margin {margin}  confidence {d['confidence']:.2f}"
+            )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from meetvar.demo import Demo
+
+    video = _existing_video(args.video) if args.video else bundled_clip()
+    return Demo(
+        video=video,
+        host=args.host,
+        port=args.port,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        loop=not args.once,
+        speed=args.speed,
+        camera=args.camera,
+    ).run()
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from meetvar.services import run_ingest
+
+    return asyncio.run(
+        run_ingest(
+            args.broker, _existing_video(args.video), args.camera, Path(args.store), args.loop, args.speed
+        )
+    )
+
+
+def cmd_pose_worker(args: argparse.Namespace) -> int:
+    from meetvar.services import run_pose_worker
+
+    return asyncio.run(run_pose_worker(args.broker, Path(args.store), args.threads))
+
+
+def cmd_referee(args: argparse.Namespace) -> int:
+    from stream_processors.referee_app import run_referee
+
+    return run_referee(args.broker, Path(args.data_dir))
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from meetvar.services import run_dashboard
+
+    return run_dashboard(args.broker, args.host, args.port, Path(args.db))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meetvar", description="Video assistant referee for powerlifting meets.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser(
+        "demo", help="broker, services and dashboard on loopback, with a bundled squat clip"
+    )
+    demo.add_argument("--video", help="video to stream instead of the bundled clip")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000, help="dashboard port (default 8000)")
+    demo.add_argument(
+        "--data-dir", help="where logs, the object store and the database go (default: a temp dir)"
+    )
+    demo.add_argument("--once", action="store_true", help="stream the clip once instead of looping")
+    demo.add_argument("--speed", type=float, default=1.0, help="playback speed; 0 = as fast as possible")
+    demo.add_argument("--camera", default=DEFAULT_CAMERA, help="camera id meet/platform/camera")
+    demo.set_defaults(func=cmd_demo)
+
+    judge = sub.add_parser("judge", help="judge a recorded video offline with the same referee core")
+    judge.add_argument("video")
+    judge.add_argument("--json", action="store_true", help="print the JSON contract")
+    judge.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for the pose model")
+    judge.set_defaults(func=cmd_judge)
+
+    ing = sub.add_parser("ingest", help="stream a video file into video.chunks as one camera")
+    ing.add_argument("video")
+    ing.add_argument("--broker", required=True)
+    ing.add_argument("--camera", default=DEFAULT_CAMERA)
+    ing.add_argument("--store", required=True, help="object-store folder for chunks above the inline limit")
+    ing.add_argument("--loop", action="store_true")
+    ing.add_argument("--speed", type=float, default=1.0)
+    ing.set_defaults(func=cmd_ingest)
+
+    pw = sub.add_parser("pose-worker", help="consume video.chunks, produce poses")
+    pw.add_argument("--broker", required=True)
+    pw.add_argument("--store", required=True)
+    pw.add_argument("--threads", type=int, default=1)
+    pw.set_defaults(func=cmd_pose_worker)
+
+    ref = sub.add_parser("referee", help="the faust app that judges poses into decisions and explanations")
+    ref.add_argument("--broker", required=True)
+    ref.add_argument("--data-dir", required=True)
+    ref.set_defaults(func=cmd_referee)
+
+    dash = sub.add_parser("dashboard", help="the judges' dashboard (HTTP + WebSocket)")
+    dash.add_argument("--broker", required=True)
+    dash.add_argument("--host", default="127.0.0.1")
+    dash.add_argument("--port", type=int, default=8000)
+    dash.add_argument("--db", required=True, help="SQLite file for attempts")
+    dash.set_defaults(func=cmd_dashboard)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except UserError as exc:
+        print(f"meetvar: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if not _expected(exc):
+            raise
+        print(f"meetvar: {exc}", file=sys.stderr)
+        return 2
+
+
+def _expected(exc: Exception) -> bool:
+    """Failures of the world, not of meetvar: bad video, broker down, busy port. One line, no traceback."""
+    from ingest.errors import ChunkDecodeError, SourceError
+    from stream_processors.kafka import BrokerUnavailable
+    from stream_processors.tansu import BrokerStartError, TansuBinaryNotFound
+
+    return isinstance(
+        exc, SourceError | ChunkDecodeError | BrokerUnavailable | BrokerStartError | TansuBinaryNotFound
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The depth rule: is the top surface of the legs at the hip joint lower than the top of the knees?
+
+Pose models give joint centres, not those surfaces, so each is estimated as a centre shifted along the
+lifter's "up" by an offset in thigh lengths (see :class:`RefereeConfig`). The margin is measured along the
+lifter's own vertical (taken from the standing frames, so a tilted camera does not bias it), in thigh
+lengths so it is independent of distance to the camera, and in cm from a metric thigh length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from referee.config import RefereeConfig
+from referee.keypoints import BlazePoseLandmark as L
+from referee.keypoints import FloatArray, PoseFrame
+from referee.segmentation import AttemptWindow
+from referee.signals import midpoint, smooth
+
+SIDES: dict[str, tuple[int, int]] = {"left": (L.LEFT_HIP, L.LEFT_KNEE), "right": (L.RIGHT_HIP, L.RIGHT_KNEE)}
+
+
+@dataclass(frozen=True, slots=True)
+class DepthResult:
+    status: str  # "below" | "above" | "undecided"
+    margin_thigh: float | None  # + means the hip surface went below the knee top
+    margin_cm: float | None
+    confidence: float
+    bottom_us: int
+    side: str | None
+    view_yaw_deg: float | None  # 90 = side view, 0 = front or rear
+    reasons: tuple[str, ...] = ()
+    landmarks: dict[str, list[float]] = field(default_factory=dict)  # rule points at the bottom frame
+
+
+def _up_vector(frames: tuple[PoseFrame, ...], cfg: RefereeConfig) -> FloatArray:
+    """The lifter's vertical in the image, from ankle to hip while standing; image-up if unknown."""
+    vecs = []
+    for f in frames:
+        hip = midpoint(f, L.LEFT_HIP, L.RIGHT_HIP, cfg.min_visibility)
+        ankle = midpoint(f, L.LEFT_ANKLE, L.RIGHT_ANKLE, cfg.min_visibility)
+        if hip is not None and ankle is not None:
+            v = hip - ankle
+            n = float(np.hypot(*v))
+            if n > 0:
+                vecs.append(v / n)
+    if not vecs:
+        return np.array([0.0, -1.0])
+    v = np.median(np.asarray(vecs), axis=0)
+    n = float(np.hypot(*v))
+    if n == 0 or v[1] > -0.5:  # more than 60° off image-up: a bad estimate, not a real camera roll
+        return np.array([0.0, -1.0])
+    return np.asarray(v / n, dtype=np.float64)
+
+
+def _view_yaw_deg(frames: tuple[PoseFrame, ...]) -> float | None:
+    """Camera yaw relative to the lifter from the metric hip axis: 0 = facing, 90 = side on."""
+    yaws = []
+    for f in frames:
+        if f.world is None:
+            continue
+        d = f.world[L.RIGHT_HIP] - f.world[L.LEFT_HIP]
+        yaws.append(math.degrees(math.atan2(abs(float(d[2])), abs(float(d[0])) + 1e-9)))
+    return float(np.median(yaws)) if yaws else None
+
+
+def _thigh_cm(frames: tuple[PoseFrame, ...], cfg: RefereeConfig) -> float:
+    lengths = [
+        float(np.linalg.norm(f.world[h] - f.world[k]))
+        for f in frames
+        if f.world is not None
+        for h, k in SIDES.values()
+    ]
+    if not lengths:
+        return cfg.default_thigh_cm
+    return 100.0 * float(np.median(lengths))
+
+
+def judge_depth(window: AttemptWindow, cfg: RefereeConfig) -> DepthResult:
+    frames = window.frames
+    standing = frames[: window.start_index + 1] or frames[:1]
+    active = frames[window.start_index : window.end_index + 1]
+    up = _up_vector(standing, cfg)
+    yaw = _view_yaw_deg(active)
+    fallback_bottom = _deepest_us(window, cfg)
+
+    reasons: list[str] = []
+    if yaw is not None and yaw < cfg.min_side_view_yaw_deg:
+        reasons.append(f"camera sees the lifter from the front or rear (yaw {yaw:.0f}°): depth not visible")
+        return DepthResult("undecided", None, None, 0.0, fallback_bottom, None, yaw, tuple(reasons))
+
+    per_side: list[tuple[float, int, str, float, FloatArray, FloatArray]] = []
+    for side, (hip_i, knee_i) in SIDES.items():
+        rows = [
+            (f.capture_us, f.keypoints[hip_i], f.keypoints[knee_i])
+            for f in active
+            if f.keypoints is not None
+            and min(f.keypoints[hip_i, 3], f.keypoints[knee_i, 3]) >= cfg.min_visibility
+        ]
+        if len(rows) < max(3, len(active) // 2):
+            continue
+        thigh_ref = _reference_thigh_px(standing, active, hip_i, knee_i, cfg)
+        if thigh_ref <= 0:
+            continue
+        hips = smooth(np.array([r[1][:2] for r in rows]), cfg.smoothing_window)
+        knees = smooth(np.array([r[2][:2] for r in rows]), cfg.smoothing_window)
+        hip_surface = hips + up * (cfg.hip_surface_offset_thigh * thigh_ref)
+        knee_top = knees + up * (cfg.knee_top_offset_thigh * thigh_ref)
+        margins = (knee_top @ up - hip_surface @ up) / thigh_ref
+        best = int(np.argmax(margins))
+        vis = float(min(rows[best][1][3], rows[best][2][3]))
+        per_side.append((float(margins[best]), rows[best][0], side, vis, hip_surface[best], knee_top[best]))
+
+    if not per_side:
+        reasons.append("hip or knee not visible through the attempt")
+        return DepthResult("undecided", None, None, 0.0, fallback_bottom, None, yaw, tuple(reasons))
+
+    # Judge the worst visible side, as a side referee on that side would.
+    margin, bottom_us, side, vis, hip_pt, knee_pt = min(per_side, key=lambda s: s[0])
+    margin_cm = margin * _thigh_cm(active, cfg)
+    confidence = _confidence(margin, vis, yaw, cfg)
+    status = "below" if margin > 0 else "above"
+    word = "below" if margin > 0 else "above"
+    reasons.append(f"hip {word} the top of the knee by {abs(margin_cm):.1f} cm ({side} side)")
+    return DepthResult(
+        status,
+        round(margin, 4),
+        round(margin_cm, 2),
+        round(confidence, 3),
+        bottom_us,
+        side,
+        None if yaw is None else round(yaw, 1),
+        tuple(reasons),
+        {"hip": [float(hip_pt[0]), float(hip_pt[1])], "knee": [float(knee_pt[0]), float(knee_pt[1])]},
+    )
+
+
+def _reference_thigh_px(
+    standing: tuple[PoseFrame, ...],
+    active: tuple[PoseFrame, ...],
+    hip_i: int,
+    knee_i: int,
+    cfg: RefereeConfig,
+) -> float:
+    """Thigh length in pixels while standing: a vertical thigh is not foreshortened by camera yaw."""
+
+    def lengths(frames: tuple[PoseFrame, ...]) -> list[float]:
+        return [
+            float(np.linalg.norm(f.keypoints[hip_i, :2] - f.keypoints[knee_i, :2]))
+            for f in frames
+            if f.keypoints is not None
+            and min(f.keypoints[hip_i, 3], f.keypoints[knee_i, 3]) >= cfg.min_visibility
+        ]
+
+    ref = lengths(standing)
+    if ref:
+        return float(np.median(ref))
+    all_l = lengths(active)
+    return max(all_l) if all_l else 0.0
+
+
+def _confidence(margin: float, visibility: float, yaw: float | None, cfg: RefereeConfig) -> float:
+    """How sure the call is: grows with the margin over the noise, shrinks with poor view or visibility."""
+    margin_term = 1.0 - math.exp(-abs(margin) / cfg.margin_noise_thigh)
+    view_term = 0.7 if yaw is None else 0.5 + 0.5 * min(1.0, max(0.0, (yaw - cfg.min_side_view_yaw_deg) / 30))
+    vis_term = min(1.0, max(0.0, visibility))
+    return margin_term * view_term * vis_term
+
+
+def _deepest_us(window: AttemptWindow, cfg: RefereeConfig) -> int:
+    """Time of the lowest hip, the bottom used when depth itself cannot be judged."""
+    best_us, best_h = window.frames[window.start_index].capture_us, math.inf
+    for f in window.frames[window.start_index : window.end_index + 1]:
+        hip = midpoint(f, L.LEFT_HIP, L.RIGHT_HIP, cfg.min_visibility)
+        ankle = midpoint(f, L.LEFT_ANKLE, L.RIGHT_ANKLE, cfg.min_visibility)
+        if hip is not None and ankle is not None and ankle[1] - hip[1] < best_h:
+            best_h, best_us = float(ankle[1] - hip[1]), f.capture_us
+    return best_us

@@ -1,0 +1,60 @@
+"""One camera's referee: poses in, attempt decisions out. Pure: no I/O, no clock, no globals."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from referee.config import RefereeConfig
+from referee.decision import AttemptDecision, verdict_for
+from referee.depth import judge_depth
+from referee.keypoints import PoseFrame
+from referee.segmentation import AttemptWindow, RepSegmenter
+
+
+class Referee:
+    """Feeds frames through segmentation and judges each attempt as soon as it is complete.
+
+    ``origin_us`` is the stream's start, so decision times read as seconds into the video.
+    """
+
+    def __init__(self, origin_us: int = 0, config: RefereeConfig | None = None) -> None:
+        self.config = config or RefereeConfig()
+        self.origin_us = origin_us
+        self._segmenter = RepSegmenter(self.config)
+        self._reps = 0
+        self._model_id = ""
+
+    def push(self, frame: PoseFrame) -> AttemptDecision | None:
+        self._model_id = frame.model_id or self._model_id
+        window = self._segmenter.push(frame)
+        return self._decide(window) if window is not None else None
+
+    def finish(self) -> AttemptDecision | None:
+        window = self._segmenter.finish()
+        return self._decide(window) if window is not None else None
+
+    def run(self, frames: Iterable[PoseFrame]) -> list[AttemptDecision]:
+        out = [d for f in frames if (d := self.push(f)) is not None]
+        last = self.finish()
+        return [*out, last] if last is not None else out
+
+    def _decide(self, window: AttemptWindow) -> AttemptDecision:
+        self._reps += 1
+        depth = judge_depth(window, self.config)
+        verdict, cards = verdict_for(depth)
+        reasons = list(depth.reasons)
+        if window.ended_by == "lifter_left":
+            reasons.append("the lifter left the frame before lockout")
+        return AttemptDecision(
+            rep=self._reps,
+            origin_us=self.origin_us,
+            start_us=window.frames[window.start_index].capture_us,
+            bottom_us=depth.bottom_us,
+            end_us=window.frames[window.end_index].capture_us,
+            depth=depth,
+            verdict=verdict,
+            cards=cards,
+            reasons=tuple(reasons),
+            ended_by=window.ended_by,
+            model_id=self._model_id,
+        )

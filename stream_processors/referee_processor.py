@@ -1,0 +1,70 @@
+"""The streaming side of the referee: ``poses`` messages in, decisions out, one referee per camera stream.
+
+Kept free of Kafka and faust so it can be tested directly; the faust app only moves messages. The core
+it drives is the same :class:`referee.referee.Referee` that ``meetvar judge`` uses.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from referee.decision import AttemptDecision
+from referee.keypoints import PoseFrame
+from referee.referee import Referee
+from stream_processors.schemas import DecisionMsg, PoseMsg
+from stream_processors.topics import camera_key
+
+
+@dataclass
+class _Stream:
+    start_us: int
+    referee: Referee
+    last_capture_us: int = -1
+
+
+def attempt_id(meet: str, platform: str, camera: str, stream_start_us: int, rep: int) -> str:
+    """Stable per attempt, so a replay or redelivery produces the same id and overwrites, never adds."""
+    return f"{camera_key(meet, platform, camera)}/{stream_start_us}/{rep}"
+
+
+class RefereeProcessor:
+    def __init__(self) -> None:
+        self._streams: dict[str, _Stream] = {}
+
+    def handle(self, msg: PoseMsg) -> list[tuple[DecisionMsg, AttemptDecision]]:
+        key = camera_key(msg.meet, msg.platform, msg.camera)
+        stream = self._streams.get(key)
+        out: list[AttemptDecision] = []
+        if stream is None or stream.start_us != msg.stream_start_us:
+            if stream is not None and (last := stream.referee.finish()) is not None:
+                out.append(last)  # the old stream ended without its end marker
+            stream = self._streams[key] = _Stream(msg.stream_start_us, Referee(origin_us=msg.stream_start_us))
+        if msg.end_of_stream:
+            if (last := stream.referee.finish()) is not None:
+                out.append(last)
+            del self._streams[key]
+        elif msg.frame is not None:
+            frame = PoseFrame.from_json(msg.frame)
+            # A worker that died mid-chunk makes its successor resend frames: drop what we have seen.
+            if frame.capture_us > stream.last_capture_us:
+                stream.last_capture_us = frame.capture_us
+                if (d := stream.referee.push(frame)) is not None:
+                    out.append(d)
+        now_us = time.time_ns() // 1000
+        return [
+            (
+                DecisionMsg(
+                    attempt_id=attempt_id(msg.meet, msg.platform, msg.camera, d.origin_us, d.rep),
+                    meet=msg.meet,
+                    platform=msg.platform,
+                    camera=msg.camera,
+                    attempt=d.to_json(),
+                    decided_us=now_us,
+                    # Lockout stands in for the rack command until meet.state supplies it.
+                    rack_to_call_ms=round((now_us - d.end_us) / 1e3, 1),
+                ),
+                d,
+            )
+            for d in out
+        ]

@@ -1,0 +1,74 @@
+"""The judging core on synthetic lifters whose true depth is known exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from referee.keypoints import PoseFrame
+from referee.referee import Referee
+from tests.synthetic import FPS, pose_at, squat_session
+
+
+def test_counts_each_rep_and_finds_the_bottom() -> None:
+    frames = squat_session([1.2, 1.2, 1.2])
+    decisions = Referee().run(frames)
+    assert [d.rep for d in decisions] == [1, 2, 3]
+    # Bottoms of the cosine reps: stand 1.5 s, then 2 s per rep + 1.5 s standing.
+    for k, d in enumerate(decisions):
+        expected = 1.5 + k * 3.5 + 1.0
+        assert abs(d.seconds(d.bottom_us) - expected) < 0.1, (k, d.seconds(d.bottom_us))
+        assert d.start_us < d.bottom_us < d.end_us
+        assert d.ended_by == "lockout"
+
+
+def test_deep_squat_is_below_and_high_squat_is_above() -> None:
+    deep, high = Referee().run(squat_session([1.25, 0.7]))
+    assert deep.depth.status == "below" and deep.verdict == "good" and deep.cards == ()
+    assert high.depth.status == "above" and high.verdict == "no_lift" and high.cards == ("red",)
+    # Margins in thigh lengths follow the construction: hip centre (1 - depth) thighs above the knee.
+    assert deep.depth.margin_thigh is not None and high.depth.margin_thigh is not None
+    assert abs(deep.depth.margin_thigh - 0.25) < 0.03
+    assert abs(high.depth.margin_thigh - (-0.3)) < 0.03
+    assert deep.depth.margin_cm is not None and abs(deep.depth.margin_cm - 0.25 * 42) < 1.5
+    assert high.depth.confidence > 0.9
+
+
+def test_confidence_is_low_near_parallel() -> None:
+    (near,) = Referee().run(squat_session([1.01]))
+    (clear,) = Referee().run(squat_session([1.3]))
+    assert near.depth.confidence < 0.5 < clear.depth.confidence
+
+
+def test_front_view_is_undecided_not_above() -> None:
+    (d,) = Referee().run(squat_session([0.7], yaw_deg=5.0))
+    assert d.depth.status == "undecided" and d.verdict == "undecided"
+    assert any("front or rear" in r for r in d.reasons)
+
+
+def test_small_dips_are_not_attempts() -> None:
+    assert Referee().run(squat_session([0.15, 0.2])) == []
+
+
+def test_lifter_leaving_mid_attempt_ends_it() -> None:
+    frames = squat_session([1.2])
+    # Cut the stream just after the bottom and show an empty frame for a second.
+    cut = int((1.5 + 1.1) * FPS)
+    kept = frames[:cut]
+    last = kept[-1]
+    gone = [
+        dataclasses.replace(
+            pose_at(0.0, t_us=last.capture_us + int((i + 1) * 1e6 / FPS), index=cut + i), keypoints=None
+        )
+        for i in range(int(FPS))
+    ]
+    decisions = Referee().run([*kept, *gone])
+    assert len(decisions) == 1
+    assert decisions[0].ended_by == "lifter_left"
+    assert decisions[0].depth.status == "below"
+
+
+def test_same_frames_same_decisions_through_json() -> None:
+    frames = squat_session([1.1, 0.8])
+    direct = [d.to_json() for d in Referee().run(frames)]
+    round_tripped = [d.to_json() for d in Referee().run(PoseFrame.from_json(f.to_json()) for f in frames)]
+    assert direct == round_tripped and len(direct) == 2

@@ -7,10 +7,11 @@ Policy (every chunk is one closed GOP, encoded by its own fresh libx264 instance
 * **One encoder per chunk.** The chunk is closed and independently decodable by construction: it starts
   with an IDR carrying SPS/PPS, no frame references another chunk, and no rate-control or lookahead
   state leaks across chunks. Opening x264 costs ~1 ms, nothing next to encoding 15 frames.
-* **x264 settings.** ``preset=veryfast``, ``crf=18`` (visually lossless: ~45 dB PSNR on the bundled clip),
+* **x264 settings.** ``preset=veryfast``, ``crf=18`` (visually lossless on the bundled clip: ~45.6 dB YUV,
+  ~40.5 dB RGB PSNR against the source; ~170 kB per 15-frame chunk at 608x1080, ~2.7 Mbit/s),
   ``bframes=0`` (decode order = display order, no reorder delay), ``keyint=min-keyint=chunk_frames``,
   ``scenecut=0`` (no extra I-frames), closed GOP, ``yuv420p``. No ``tune=zerolatency``: lookahead and
-  mb-tree stay on, which gives ~30 % smaller chunks at equal quality; their only cost is that the
+  mb-tree stay on, which gives ~30 % smaller chunks at similar quality; their only cost is that the
   last ~10 frames of a chunk are encoded when it is flushed (tens of ms), and a chunk cannot leave
   before its last frame exists anyway.
 * **Deterministic.** ``threads=2`` frame threads, fixed (x264's output depends on its thread count, not

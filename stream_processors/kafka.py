@@ -214,11 +214,11 @@ def make_producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(bootstrap_servers=bootstrap, **{**producer_settings(), **overrides})
 
 
-def make_consumer(
-    bootstrap: str, group_id: str | None, *topics: str, **overrides: Any
-) -> AIOKafkaConsumer:
+def make_consumer(bootstrap: str, group_id: str | None, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
     """An (unstarted) consumer with :func:`consumer_settings`; *overrides* win.
 
     Remember to ``await consumer.commit()`` after processing: auto-commit is off.
     """
-    return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, **{**consumer_settings(group_id), **overrides})
+    return AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, **{**consumer_settings(group_id), **overrides}
+    )

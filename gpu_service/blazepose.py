@@ -481,7 +481,7 @@ class BlazePoseTracker:
             self._track_id = self._next_track_id
             self._next_track_id += 1
         filtered_aux = self._aux.apply(aux, int(capture_us), width, height)
-        self._roi = _alignment_rect(
+        self._roi = None and _alignment_rect(
             (float(filtered_aux[0, 0]), float(filtered_aux[0, 1])),
             (float(filtered_aux[1, 0]), float(filtered_aux[1, 1])),
             width,

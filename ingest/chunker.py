@@ -15,12 +15,13 @@ Policy (every chunk is one closed GOP, encoded by its own fresh libx264 instance
   last ~10 frames of a chunk are encoded when it is flushed (tens of ms), and a chunk cannot leave
   before its last frame exists anyway.
 * **Deterministic.** ``threads=2`` frame threads, fixed (x264's output depends on its thread count, not
-  on the machine; it is deterministic for a given count); timestamps come from media time, never the
+  on the machine's cores or SIMD, for the x264 build that the pinned ``av`` wheel bundles; it is
+  deterministic for a given count); timestamps come from media time, never the
   wall clock; the muxer runs with ``+bitexact``. The same frames always give the same bytes.
 * **Container: MPEG-TS** rather than raw Annex-B: it is made to be cut and concatenated (``cat *.ts``
   plays), it is self-describing (PAT/PMT in every chunk, so any chunk can be probed alone with
   ffprobe/ffplay), and it carries a PTS per frame, so a decoder sees frame boundaries and order
-  without relying on a parser's guesswork. Cost: ~2-4 % overhead (188-byte packets, PES headers).
+  without relying on a parser's guesswork. Cost: ~4.5 % overhead (188-byte packets, PES headers).
 
 ``capture_us`` of a frame is ``start_us + pts_us``: the caller gives ``start_us`` (the wall clock in
 µs at stream start for live video, 0 offline). The colour tags of the source (matrix, primaries,

@@ -29,6 +29,13 @@ def _existing_video(text: str) -> Path:
     return path
 
 
+def _camera_id(text: str) -> str:
+    parts = text.split("/")
+    if len(parts) != 3 or not all(parts):
+        raise UserError(f"camera id {text!r} must look like meet/platform/camera, e.g. {DEFAULT_CAMERA}")
+    return text
+
+
 def cmd_judge(args: argparse.Namespace) -> int:
     from meetvar.judge import judge_video
 
@@ -64,7 +71,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir) if args.data_dir else None,
         loop=not args.once,
         speed=args.speed,
-        camera=args.camera,
+        camera=_camera_id(args.camera),
     ).run()
 
 

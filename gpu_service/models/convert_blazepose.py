@@ -177,7 +177,10 @@ def finalize_onnx(onnx_path: pathlib.Path, outputs: dict[str, str | None], input
                 new_inits.append(numpy_helper.from_array(half, init.name + "__fp16"))
                 casts.append(
                     helper.make_node(
-                        "Cast", [init.name + "__fp16"], [init.name], to=onnx.TensorProto.FLOAT,
+                        "Cast",
+                        [init.name + "__fp16"],
+                        [init.name],
+                        to=onnx.TensorProto.FLOAT,
                         name=init.name + "__cast",
                     )
                 )
@@ -243,8 +246,13 @@ def real_inputs(video: pathlib.Path | None, size: int, lo: float, hi: float, n: 
 
 
 def verify(
-    tflite: pathlib.Path, onnx_path: pathlib.Path, outputs: dict[str, str | None], size: int, lo: float,
-    hi: float, video: pathlib.Path | None,
+    tflite: pathlib.Path,
+    onnx_path: pathlib.Path,
+    outputs: dict[str, str | None],
+    size: int,
+    lo: float,
+    hi: float,
+    video: pathlib.Path | None,
 ) -> dict[str, Any]:
     rng = np.random.default_rng(20240521)
     cases = {f"random{i}": rng.uniform(lo, hi, (1, size, size, 3)).astype(np.float32) for i in range(3)}
@@ -356,8 +364,13 @@ def main(argv: list[str] | None = None) -> int:
     print("detector max |onnx - tflite|:", det_check["max_abs_diff_per_output"])
     print("landmark max |onnx - tflite|:", lm_check["max_abs_diff_per_output"])
 
-    license_src = pathlib.Path(str(importlib.metadata.distribution("mediapipe").locate_file(
-        f"mediapipe-{importlib.metadata.version('mediapipe')}.dist-info/LICENSE")))
+    license_src = pathlib.Path(
+        str(
+            importlib.metadata.distribution("mediapipe").locate_file(
+                f"mediapipe-{importlib.metadata.version('mediapipe')}.dist-info/LICENSE"
+            )
+        )
+    )
     if license_src.exists():
         shutil.copyfile(license_src, out / "LICENSE")
     else:
@@ -367,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     if graphs:
         (out / "mediapipe_graphs.pbtxt").write_text(
             "# MediaPipe pose graph configs extracted from the mediapipe=="
-            + importlib.metadata.version("mediapipe") + " wheel (Apache-2.0, Google LLC).\n" + graphs
+            + importlib.metadata.version("mediapipe")
+            + " wheel (Apache-2.0, Google LLC).\n"
+            + graphs
         )
 
     def ver(pkg: str) -> str | None:

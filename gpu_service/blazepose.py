@@ -1,7 +1,7 @@
 """BlazePose (MediaPipe Pose, "full" model) on CPU with ONNX Runtime, numpy and OpenCV only.
 
-MediaPipe itself is not a dependency: its wheel pins protobuf/numpy versions that clash with the rest
-of meetvar and its graph runtime is not deterministic across threads. Instead this module re-implements
+MediaPipe itself is not a dependency (its wheel needs numpy<2, which the rest of meetvar has left
+behind), and the models must also run where MediaPipe cannot. Instead this module re-implements
 the pieces of MediaPipe's ``PoseLandmarkCpu`` graph that shape the landmarks, calculator by calculator,
 with the option values extracted from the ``mediapipe==0.10.21`` wheel (see
 ``models/blazepose/mediapipe_graphs.pbtxt``):
@@ -72,6 +72,9 @@ AUX_FILTER_MIN_CUTOFF = 0.01
 AUX_FILTER_BETA = 10.0
 AUX_FILTER_DERIVATE_CUTOFF = 1.0
 AUX_FILTER_MIN_OBJECT_SCALE = 1e-6
+# OpenCV's fixed-point interpolation grid (cv::INTER_BITS).
+_INTER_BITS = 5
+_INTER_TAB_SIZE = 1 << _INTER_BITS
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -181,17 +184,32 @@ def _pad_roi(w: float, h: float) -> tuple[float, float, tuple[float, float, floa
 
 
 def _warp(rgb: U8, cx: float, cy: float, w: float, h: float, rotation: float, size: int, border: int) -> U8:
-    """Crop a rotated rect into a size x size uint8 image the way MediaPipe's OpenCV converter does
-    (boxPoints -> perspective transform -> bilinear warp on uint8), so the model sees the same pixels."""
+    """Crop a rotated rect into a size x size uint8 image exactly as MediaPipe's OpenCV converter does.
+
+    MediaPipe calls cv::warpPerspective from OpenCV 4, whose bilinear path maps every output pixel to
+    source coordinates in 1/32 pixel steps and blends in 15-bit fixed point. OpenCV 5's
+    warpPerspective no longer does (up to 3 grey levels apart, which moves landmarks by up to ~1.5 px),
+    so the OpenCV 4 coordinate rounding is done here and the fixed-point blend is left to cv2.remap,
+    whose fixed-point-map path is the very code OpenCV 4's warpPerspective ran. This keeps the crop
+    identical whichever OpenCV meetvar is installed with.
+    """
     src = cv2.boxPoints(((cx, cy), (w, h), rotation * 180.0 / math.pi)).astype(np.float32)
     dst = np.array([[0, size], [0, 0], [size, 0], [size, size]], dtype=np.float32)
-    matrix = cv2.getPerspectiveTransform(src, dst)
-    return np.asarray(
-        cv2.warpPerspective(
-            rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=(0, 0, 0)
-        ),
-        dtype=np.uint8,
-    )
+    forward = cv2.getPerspectiveTransform(src, dst)
+    m = np.asarray(cv2.invert(forward, flags=cv2.DECOMP_LU)[1], dtype=np.float64).reshape(-1)
+    xs = np.arange(size, dtype=np.float64)[None, :]
+    ys = np.arange(size, dtype=np.float64)[:, None]
+    wsum = (m[7] * ys + m[8]) + m[6] * xs
+    wscale = np.where(wsum != 0.0, _INTER_TAB_SIZE / np.where(wsum != 0.0, wsum, 1.0), 0.0)
+    limit = (-(2.0**31), 2.0**31 - 1.0)
+    fx = np.rint(np.clip(((m[1] * ys + m[2]) + m[0] * xs) * wscale, *limit)).astype(np.int64)
+    fy = np.rint(np.clip(((m[4] * ys + m[5]) + m[3] * xs) * wscale, *limit)).astype(np.int64)
+    map1 = np.empty((size, size, 2), dtype=np.int16)
+    map1[..., 0] = np.clip(fx >> _INTER_BITS, -32768, 32767)
+    map1[..., 1] = np.clip(fy >> _INTER_BITS, -32768, 32767)
+    map2 = ((fy & (_INTER_TAB_SIZE - 1)) * _INTER_TAB_SIZE + (fx & (_INTER_TAB_SIZE - 1))).astype(np.uint16)
+    out = cv2.remap(rgb, map1, map2, cv2.INTER_LINEAR, borderMode=border, borderValue=(0, 0, 0))
+    return np.asarray(out, dtype=np.uint8)
 
 
 def _alignment_rect(
@@ -320,6 +338,7 @@ class BlazePoseTracker:
         """Forget the track and all counters: the next frame is processed as by a fresh tracker."""
         self._roi: NormRect | None = None
         self._aux = _AuxSmoother()
+        self._clock_origin_us: int | None = None
         self._next_track_id = 0
         self._track_id: int | None = None
         self.detector_runs = 0
@@ -358,13 +377,12 @@ class BlazePoseTracker:
         decoded, kps, scores = decoded[valid], kps[valid], scores[valid]
         if scores.size == 0:
             return None
-        best_box, best_kps = self._weighted_nms_top(decoded, kps, scores)
+        _, best_kps = self._weighted_nms_top(decoded, kps, scores)
 
         # DetectionLetterboxRemovalCalculator (only the keypoints feed the ROI).
         kx = (best_kps[:, 0] - left) / (1.0 - left - right)
         ky = (best_kps[:, 1] - top) / (1.0 - top - bottom)
-        del best_box
-        return _alignment_rect((kx[0], ky[0]), (kx[1], ky[1]), width, height)
+        return _alignment_rect((float(kx[0]), float(ky[0])), (float(kx[1]), float(ky[1])), width, height)
 
     @staticmethod
     def _weighted_nms_top(boxes: F64, kps: F64, scores: F64) -> tuple[F64, F64]:
@@ -440,8 +458,13 @@ class BlazePoseTracker:
     # ---- public ---------------------------------------------------------------------------------
 
     def process(self, rgb: np.ndarray, capture_us: int, frame_index: int) -> PoseFrame:
-        """Pose of one RGB frame (H x W x 3 uint8). Frames must come in capture order: the crop of each
-        frame is placed from the previous frame's landmarks."""
+        """Pose of one RGB frame (H x W x 3 uint8).
+
+        Frames must come in capture order: each crop is placed from the previous frame's landmarks,
+        through a one-euro filter clocked by ``capture_us``. Keypoint z is MediaPipe's relative depth
+        scaled like x (pixels, smaller = nearer the camera). ``track_id`` counts acquisitions: it
+        changes only when the detector has to find the person again after the track was lost.
+        """
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected HxWx3 uint8 RGB, got shape {rgb.shape} dtype {rgb.dtype}")
         image: U8 = np.ascontiguousarray(rgb)
@@ -480,8 +503,13 @@ class BlazePoseTracker:
         if detected or self._track_id is None:
             self._track_id = self._next_track_id
             self._next_track_id += 1
-        filtered_aux = self._aux.apply(aux, int(capture_us), width, height)
-        self._roi = None and _alignment_rect(
+        # The filter is clocked from this tracker's first frame (+1 µs, since MediaPipe's filter treats
+        # t=0 as "no time yet"): the same frames then give the same crops whether they are stamped
+        # with wall-clock capture times (live) or media times from 0 (``meetvar judge``).
+        if self._clock_origin_us is None:
+            self._clock_origin_us = int(capture_us) - 1
+        filtered_aux = self._aux.apply(aux, int(capture_us) - self._clock_origin_us, width, height)
+        self._roi = _alignment_rect(
             (float(filtered_aux[0, 0]), float(filtered_aux[0, 1])),
             (float(filtered_aux[1, 0]), float(filtered_aux[1, 1])),
             width,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from importlib import resources
@@ -57,6 +58,30 @@ def cmd_judge(args: argparse.Namespace) -> int:
                 f"  rep {a['rep']}: bottom {a['bottom_s']:.2f} s  {a['verdict']:<9} depth {d['status']:<9}"
                 f" margin {margin}  confidence {d['confidence']:.2f}"
             )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from meetvar.evaluate import evaluate, format_table
+    from meetvar.judge import judge_video
+
+    videos, labels = Path(args.videos), Path(args.labels)
+    if not videos.is_dir():
+        raise UserError(f"no such folder: {videos} — pass the folder the labels' file names are relative to")
+    if not labels.is_file():
+        raise UserError(f"no such labels file: {labels}")
+    report = evaluate(
+        videos,
+        labels,
+        lambda p: judge_video(p, threads=args.threads),
+        progress=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    result = {"scored": report.summary(("H", "M")), "low_confidence": report.summary(("L",))}
+    if args.json:
+        print(json.dumps({**result, "rows": [dataclasses.asdict(r) for r in report.rows]}))
+    else:
+        print(format_table(report))
+        print(json.dumps(result, indent=2))
     return 0
 
 
@@ -126,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--json", action="store_true", help="print the JSON contract")
     judge.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for the pose model")
     judge.set_defaults(func=cmd_judge)
+
+    ev = sub.add_parser("evaluate", help="agreement of judge with a labels CSV of real footage")
+    ev.add_argument("--videos", required=True, help="folder the labels' file names are relative to")
+    ev.add_argument("--labels", required=True, help="CSV: file, rep, bottom_time_s, label, confidence, view")
+    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--threads", type=int, default=1)
+    ev.set_defaults(func=cmd_evaluate)
 
     ing = sub.add_parser("ingest", help="stream a video file into video.chunks as one camera")
     ing.add_argument("video")

@@ -146,6 +146,88 @@ def tf2onnx_convert(tflite: pathlib.Path, onnx_path: pathlib.Path) -> None:
     tf2onnx.convert.from_tflite(str(tflite), opset=OPSET, output_path=str(onnx_path))
 
 
+def canonicalize(graph: Any) -> None:
+    """Put nodes in a canonical order and rename tensors, weights and nodes by position, so that a
+    rebuild gives byte-identical files.
+
+    tf2onnx numbers its generated names from process-global counters and its topological order
+    depends on set iteration, so the same network can come out with different names, node order and
+    hash from one run to the next. Nodes are re-sorted by a structural hash (operator, attributes and,
+    recursively, what feeds them), which depends only on the network itself.
+    """
+    import heapq
+
+    from onnx import numpy_helper
+
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    tensor_sig: dict[str, str] = {v.name: "input:" + v.name for v in graph.input}
+    for init in graph.initializer:
+        arr = numpy_helper.to_array(init)
+        tensor_sig[init.name] = hashlib.sha256(f"{arr.dtype}{arr.shape}".encode() + arr.tobytes()).hexdigest()
+    nodes = list(graph.node)
+    node_sig: list[str] = []
+    for node in nodes:  # tf2onnx emits a valid topological order, so inputs are known here
+        h = hashlib.sha256(f"{node.domain}:{node.op_type}".encode())
+        for attr in sorted(node.attribute, key=lambda a: a.name):
+            h.update(attr.SerializeToString())
+        for name in node.input:
+            h.update(tensor_sig.get(name, "none").encode())
+        sig = h.hexdigest()
+        node_sig.append(sig)
+        for k, name in enumerate(node.output):
+            tensor_sig[name] = hashlib.sha256(f"{sig}:{k}".encode()).hexdigest()
+
+    producer = {name: i for i, node in enumerate(nodes) for name in node.output}
+    waiting = [sum(1 for n in set(node.input) if n in producer) for node in nodes]
+    consumers: dict[int, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for n in set(node.input):
+            if n in producer:
+                consumers.setdefault(producer[n], []).append(i)
+    ready = [(node_sig[i], i) for i in range(len(nodes)) if waiting[i] == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        _, i = heapq.heappop(ready)
+        order.append(i)
+        for j in consumers.get(i, []):
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, (node_sig[j], j))
+    if len(order) != len(nodes):
+        raise RuntimeError("graph is not a DAG")
+
+    inits = {i.name for i in graph.initializer}
+    mapping: dict[str, str] = {}
+    for idx, i in enumerate(order):
+        node = nodes[i]
+        for name in node.input:
+            if name and name not in keep and name not in mapping and name in inits:
+                mapping[name] = f"w{len(mapping)}"
+        for name in node.output:
+            if name and name not in keep and name not in mapping:
+                mapping[name] = f"t{len(mapping)}"
+        node.name = f"n{idx}_{node.op_type}"
+        node.doc_string = ""
+    sorted_nodes = [type(nodes[i])() for i in order]
+    for dst, i in zip(sorted_nodes, order, strict=True):
+        dst.CopyFrom(nodes[i])
+        dst.input[:] = [mapping.get(n, n) for n in dst.input]
+        dst.output[:] = [mapping.get(n, n) for n in dst.output]
+    del graph.node[:]
+    graph.node.extend(sorted_nodes)
+    for init in graph.initializer:
+        init.name = mapping.get(init.name, init.name)
+    ordered = sorted(graph.initializer, key=lambda i: int(i.name[1:]) if i.name[1:].isdigit() else -1)
+    copies = [type(i)() for i in ordered]
+    for dst, src in zip(copies, ordered, strict=True):
+        dst.CopyFrom(src)
+    del graph.initializer[:]
+    graph.initializer.extend(copies)
+    del graph.value_info[:]
+    graph.name = "blazepose"
+
+
 def finalize_onnx(onnx_path: pathlib.Path, outputs: dict[str, str | None], input_name: str) -> None:
     """Drop unwanted outputs, rename the rest, and store float16-exact weights as float16 + Cast."""
     import onnx
@@ -166,6 +248,7 @@ def finalize_onnx(onnx_path: pathlib.Path, outputs: dict[str, str | None], input
     graph.input[0].name = "input"
     for node in graph.node:
         node.input[:] = ["input" if i == input_name else i for i in node.input]
+    canonicalize(graph)
 
     casts = []
     new_inits = []

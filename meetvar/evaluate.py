@@ -1,0 +1,157 @@
+"""``meetvar evaluate``: how often ``judge`` agrees with careful human labels of real footage.
+
+Reps are matched to labelled reps by bottom time (within 0.7 s). Labels ``depth``/``not_depth`` expect
+``below``/``above``; ``borderline`` accepts either call; ``unjudgeable`` expects ``undecided``. Scores
+count only H and M confidence rows, as the labels file asks; L rows are reported apart.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MATCH_WINDOW_S = 0.7
+EXPECTED = {"depth": "below", "not_depth": "above"}
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    file: str
+    rep: int
+    bottom_s: float
+    label: str
+    confidence: str
+    view: str
+
+
+@dataclass
+class RowResult:
+    label: Label
+    status: str  # "below" | "above" | "undecided" | "missed"
+    margin_cm: float | None = None
+    confidence: float | None = None
+    bottom_s: float | None = None
+
+    @property
+    def decided(self) -> bool:
+        return self.status in ("below", "above")
+
+    @property
+    def correct(self) -> bool | None:
+        """True/False for a decided call on a decidable label, None otherwise."""
+        if not self.decided:
+            return None
+        if self.label.label in EXPECTED:
+            return self.status == EXPECTED[self.label.label]
+        # Borderline accepts either call; a call on an unjudgeable view is wrong.
+        return self.label.label == "borderline"
+
+
+@dataclass
+class Report:
+    rows: list[RowResult] = field(default_factory=list)
+    extra_attempts: list[tuple[str, float]] = field(default_factory=list)
+
+    def summary(self, confidences: tuple[str, ...] = ("H", "M")) -> dict[str, Any]:
+        rows = [r for r in self.rows if r.label.confidence in confidences]
+        decidable = [r for r in rows if r.label.label in EXPECTED]
+        decided = [r for r in decidable if r.decided]
+        right = [r for r in decided if r.correct]
+        side_oblique = [r for r in decidable if r.label.view.split(" ")[0] != "front"]
+        confusion = Counter((r.label.label, r.status) for r in rows)
+        return {
+            "confidences": list(confidences),
+            "rows": len(rows),
+            "decidable_rows": len(decidable),
+            "decided": len(decided),
+            "right": len(right),
+            "accuracy_among_decided": round(len(right) / len(decided), 4) if decided else None,
+            "right_of_all_decidable": f"{len(right)}/{len(decidable)}",
+            "undecided_rate_side_oblique": round(
+                sum(not r.decided for r in side_oblique) / len(side_oblique), 4
+            )
+            if side_oblique
+            else None,
+            "missed": sum(r.status == "missed" for r in rows),
+            "wrong_with_confidence_ge_0_8": sum(
+                1 for r in decided if not r.correct and (r.confidence or 0) >= 0.8
+            ),
+            "confusion": {f"{lab}->{st}": n for (lab, st), n in sorted(confusion.items())},
+            "wrong": [
+                {
+                    "file": r.label.file,
+                    "rep": r.label.rep,
+                    "label": r.label.label,
+                    "call": r.status,
+                    "margin_cm": r.margin_cm,
+                    "confidence": r.confidence,
+                }
+                for r in rows
+                if r.correct is False
+            ],
+        }
+
+
+def read_labels(path: Path) -> list[Label]:
+    with path.open(newline="") as fh:
+        return [
+            Label(
+                row["file"],
+                int(row["rep"]),
+                float(row["bottom_time_s"]),
+                row["label"],
+                row["confidence"],
+                row["view"],
+            )
+            for row in csv.DictReader(fh)
+        ]
+
+
+def match(labels: list[Label], attempts: list[dict[str, Any]]) -> tuple[list[RowResult], list[float]]:
+    """Greedy nearest-bottom matching, each attempt used at most once."""
+    free = list(attempts)
+    out = []
+    for lab in sorted(labels, key=lambda x: x.bottom_s):
+        best = min(free, key=lambda a: abs(a["bottom_s"] - lab.bottom_s), default=None)
+        if best is None or abs(best["bottom_s"] - lab.bottom_s) > MATCH_WINDOW_S:
+            out.append(RowResult(lab, "missed"))
+            continue
+        free.remove(best)
+        d = best["depth"]
+        out.append(RowResult(lab, d["status"], d["margin_cm"], d["confidence"], best["bottom_s"]))
+    return out, [a["bottom_s"] for a in free]
+
+
+def evaluate(
+    videos: Path,
+    labels_csv: Path,
+    judge: Callable[[Path], dict[str, Any]],
+    progress: Callable[[str], None] = lambda _: None,
+) -> Report:
+    labels = read_labels(labels_csv)
+    report = Report()
+    files = sorted({lab.file for lab in labels})
+    for i, name in enumerate(files, 1):
+        progress(f"[{i}/{len(files)}] {name}")
+        result = judge(videos / name)
+        rows, extra = match([lab for lab in labels if lab.file == name], result["attempts"])
+        report.rows.extend(rows)
+        report.extra_attempts.extend((name, t) for t in extra)
+    return report
+
+
+def format_table(report: Report) -> str:
+    lines = [f"{'file':<36} {'rep':>3} {'label':<12} {'conf':<4} {'call':<9} {'margin':>8} {'conf':>5}  ok"]
+    for r in report.rows:
+        margin = "" if r.margin_cm is None else f"{r.margin_cm:+.1f}"
+        conf = "" if r.confidence is None else f"{r.confidence:.2f}"
+        ok = {True: "yes", False: "NO", None: "-"}[r.correct]
+        lines.append(
+            f"{r.label.file:<36} {r.label.rep:>3} {r.label.label:<12} {r.label.confidence:<4} "
+            f"{r.status:<9} {margin:>8} {conf:>5}  {ok}"
+        )
+    return "\n".join(lines)

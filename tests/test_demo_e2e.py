@@ -1,0 +1,128 @@
+"""The whole embedded default, as a user starts it: `meetvar demo` with its real broker, services and
+dashboard, watched through the real WebSocket, and checked against `meetvar judge` on the same clip."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from meetvar.cli import bundled_clip
+from meetvar.judge import judge_video
+
+CONTRACT_FIELDS = ("rep", "start_s", "bottom_s", "end_s", "depth", "verdict", "cards", "reasons")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+async def watch(port: int, decisions_wanted: int, timeout: float) -> tuple[float, list[dict[str, Any]]]:
+    """Connect as the page does; return seconds until the first decision and all events seen."""
+    deadline = time.monotonic() + timeout
+    events: list[dict[str, Any]] = []
+    first_decision_at = -1.0
+    while True:
+        try:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/ws", open_timeout=2) as ws:
+                while time.monotonic() < deadline:
+                    event = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
+                    events.append(event)
+                    if event["type"] == "decision" and first_decision_at < 0:
+                        first_decision_at = time.monotonic()
+                    kinds = [e["type"] for e in events]
+                    if (
+                        kinds.count("decision") >= decisions_wanted
+                        and kinds.count("explanation") >= decisions_wanted
+                    ):
+                        return first_decision_at, events
+                raise TimeoutError(f"only saw {[e['type'] for e in events]} in {timeout} s")
+        except (OSError, websockets.exceptions.InvalidHandshake):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.3)
+
+
+@pytest.mark.integration
+def test_demo_pushes_live_calls_identical_to_offline_judge(tmp_path: Path) -> None:
+    port = free_port()
+    started = time.monotonic()
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "meetvar.cli",
+            "demo",
+            "--once",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            offline = pool.submit(judge_video, bundled_clip())
+            first_at, _events = asyncio.run(watch(port, decisions_wanted=2, timeout=180))
+            judged = offline.result()
+        print(f"first decision on the WebSocket {first_at - started:.1f} s after `meetvar demo` started")
+
+        live = httpx.get(f"http://127.0.0.1:{port}/api/attempts", timeout=5).json()
+        assert len(live) == 2
+        assert [a["attempt"]["rep"] for a in live] == [2, 1]  # newest first
+        assert all(a["explanation"] and a["explanation"]["model"] == "template" for a in live)
+        # The page itself is served and wired to the WebSocket.
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
+        assert "/ws" in page and "meetvar" in page
+
+        # Streaming and offline judging agree exactly on every field of the contract.
+        streamed = [{k: a["attempt"][k] for k in CONTRACT_FIELDS} for a in reversed(live)]
+        offline_attempts = [{k: a[k] for k in CONTRACT_FIELDS} for a in judged["attempts"]]  # type: ignore[union-attr]
+        assert streamed == offline_attempts
+        assert [round(a["bottom_s"]) for a in streamed] == [11, 17]
+        for a in streamed:
+            assert a["depth"]["status"] in ("below", "above")
+            assert isinstance(a["depth"]["margin_cm"], float) and 0 < a["depth"]["confidence"] <= 1
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            code = demo.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            raise
+        output = demo.stdout.read() if demo.stdout else ""
+    assert code == 0, output
+    assert "meetvar demo is running" in output and f"http://127.0.0.1:{port}" in output
+    time.sleep(0.5)
+    assert processes_mentioning(str(tmp_path)) == [], "the demo left processes behind"

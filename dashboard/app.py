@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
 
 from dashboard.hub import Hub
@@ -46,7 +46,9 @@ class DashboardState:
         self.hub.publish({"type": "state", **msg})
 
 
-def create_app(state: DashboardState, feed: Feed | None = None) -> FastAPI:
+def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """``routers`` lets other services (WHIP ingest) share the dashboard's port, as the demo does."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(feed(state)) if feed is not None else None
@@ -59,6 +61,8 @@ def create_app(state: DashboardState, feed: Feed | None = None) -> FastAPI:
                     await task
 
     app = FastAPI(title="meetvar dashboard", lifespan=lifespan)
+    for router in routers:
+        app.include_router(router)
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib
 import json
 import sys
 from importlib import resources
@@ -15,6 +16,10 @@ from typing import Any
 from meetvar.errors import UserError
 
 DEFAULT_CAMERA = "demo/platform-1/side"
+
+# Modules that add their own subcommands: each defines ``register(subparsers) -> None`` and keeps its
+# heavy imports inside the command function, so ``meetvar --help`` stays instant.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def bundled_clip() -> Path:
@@ -185,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--port", type=int, default=8000)
     dash.add_argument("--db", required=True, help="SQLite file for attempts")
     dash.set_defaults(func=cmd_dashboard)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return p
 
 

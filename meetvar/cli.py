@@ -67,21 +67,33 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from meetvar.evaluate import evaluate, format_table
+    from meetvar.evaluate import cross_validate, evaluate, format_table
     from meetvar.judge import judge_video
+    from referee.config import RefereeConfig
 
     videos, labels = Path(args.videos), Path(args.labels)
     if not videos.is_dir():
         raise UserError(f"no such folder: {videos} — pass the folder the labels' file names are relative to")
     if not labels.is_file():
         raise UserError(f"no such labels file: {labels}")
+    # --fit measures raw centre margins (offset 0) and fits the surface offset on them.
+    config = RefereeConfig(surface_offset_thigh=0.0) if args.fit else RefereeConfig()
     report = evaluate(
         videos,
         labels,
-        lambda p: judge_video(p, threads=args.threads),
+        lambda p: judge_video(p, threads=args.threads, config=config),
         progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
-    result = {"scored": report.summary(("H", "M")), "low_confidence": report.summary(("L",))}
+    result: dict[str, Any] = {"scored": report.summary(("H", "M")), "low_confidence": report.summary(("L",))}
+    if args.fit:
+        samples = [
+            (r.label.file, r.margin_thigh, r.label.label)
+            for r in report.rows
+            if r.label.confidence in ("H", "M")
+            and r.label.label in ("depth", "not_depth")
+            and r.margin_thigh is not None
+        ]
+        result["fit"] = cross_validate(samples)
     if args.json:
         print(json.dumps({**result, "rows": [dataclasses.asdict(r) for r in report.rows]}))
     else:
@@ -161,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--videos", required=True, help="folder the labels' file names are relative to")
     ev.add_argument("--labels", required=True, help="CSV: file, rep, bottom_time_s, label, confidence, view")
     ev.add_argument("--json", action="store_true")
+    ev.add_argument("--fit", action="store_true", help="fit the surface offset, cross-validated by video")
     ev.add_argument("--threads", type=int, default=1)
     ev.set_defaults(func=cmd_evaluate)
 

@@ -33,6 +33,7 @@ class RowResult:
     label: Label
     status: str  # "below" | "above" | "undecided" | "missed"
     margin_cm: float | None = None
+    margin_thigh: float | None = None
     confidence: float | None = None
     bottom_s: float | None = None
 
@@ -61,7 +62,7 @@ class Report:
         decidable = [r for r in rows if r.label.label in EXPECTED]
         decided = [r for r in decidable if r.decided]
         right = [r for r in decided if r.correct]
-        side_oblique = [r for r in decidable if r.label.view.split(" ")[0] != "front"]
+        side_oblique = [r for r in decidable if "side" in r.label.view or "oblique" in r.label.view]
         confusion = Counter((r.label.label, r.status) for r in rows)
         return {
             "confidences": list(confidences),
@@ -122,7 +123,9 @@ def match(labels: list[Label], attempts: list[dict[str, Any]]) -> tuple[list[Row
             continue
         free.remove(best)
         d = best["depth"]
-        out.append(RowResult(lab, d["status"], d["margin_cm"], d["confidence"], best["bottom_s"]))
+        out.append(
+            RowResult(lab, d["status"], d["margin_cm"], d["margin_thigh"], d["confidence"], best["bottom_s"])
+        )
     return out, [a["bottom_s"] for a in free]
 
 
@@ -155,3 +158,52 @@ def format_table(report: Report) -> str:
             f"{r.status:<9} {margin:>8} {conf:>5}  {ok}"
         )
     return "\n".join(lines)
+
+
+def fit_offset(samples: list[tuple[str, float, str]], bound: float = 0.3) -> float:
+    """The surface offset (thigh lengths) that best separates ``depth`` from ``not_depth`` margins.
+
+    ``samples`` are (video, margin measured with offset 0, label). Among offsets that score best, take
+    the middle of the widest interval, so the boundary sits as far from both classes as the data allow.
+    """
+    margins = sorted({m for _, m, _ in samples})
+    cuts = [-bound] + [(a + b) / 2 for a, b in zip(margins, margins[1:], strict=False)] + [bound]
+    cuts = sorted({min(bound, max(-bound, c)) for c in cuts} | {-bound, bound})
+
+    def score(offset: float) -> int:
+        return sum((m + offset > 0) == (lab == "depth") for _, m, lab in samples)
+
+    # Candidate offsets are minus the cut points; find the best-scoring contiguous run of them.
+    offsets = sorted(-c for c in cuts)
+    scores = [score(o) for o in offsets]
+    top = max(scores)
+    best_run: tuple[float, float] = (offsets[0], offsets[0])
+    run_start: int | None = None
+    for i, sc in enumerate([*scores, -1]):
+        if sc == top and run_start is None:
+            run_start = i
+        elif sc != top and run_start is not None:
+            lo, hi = offsets[run_start], offsets[i - 1]
+            if hi - lo >= best_run[1] - best_run[0]:
+                best_run = (lo, hi)
+            run_start = None
+    return (best_run[0] + best_run[1]) / 2
+
+
+def cross_validate(samples: list[tuple[str, float, str]]) -> dict[str, Any]:
+    """Fit on all videos, and leave-one-video-out: each video scored with an offset fitted without it."""
+    fitted = fit_offset(samples)
+    in_sample = sum((m + fitted > 0) == (lab == "depth") for _, m, lab in samples)
+    held_out = 0
+    per_video: dict[str, float] = {}
+    for video in sorted({v for v, _, _ in samples}):
+        train = [s for s in samples if s[0] != video]
+        offset = fit_offset(train)
+        per_video[video] = round(offset, 4)
+        held_out += sum((m + offset > 0) == (lab == "depth") for v, m, lab in samples if v == video)
+    return {
+        "offset_thigh": round(fitted, 4),
+        "fitted_right": f"{in_sample}/{len(samples)}",
+        "held_out_right": f"{held_out}/{len(samples)}",
+        "held_out_offsets": per_video,
+    }

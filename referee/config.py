@@ -12,34 +12,36 @@ RULES_VERSION = "ipf-2026/meetvar-0.1"
 
 @dataclass(frozen=True, slots=True)
 class RefereeConfig:
-    # --- segmentation (hip height over the ankles, relative to the lifter's standing height) ---
-    descent_ratio: float = 0.85
-    """Below this the lifter is certainly squatting, not shifting weight or breathing."""
-    unlock_ratio: float = 0.97
+    # --- segmentation (hip height over the ankles, in leg lengths: ~1 standing, ~0.4 at parallel) ---
+    descent_extension: float = 0.80
+    """Below this the lifter is squatting, not shifting weight, breathing or unracking."""
+    unlock_extension: float = 0.90
     """The attempt starts where the hip last stood this high: the knees have just unlocked."""
-    lockout_ratio: float = 0.92
+    lockout_extension: float = 0.85
     """Back above this after the bottom, the lifter has stood up (lockout)."""
-    min_rep_depth_ratio: float = 0.75
-    """A dip that never goes below this is a set-up move, not an attempt."""
-    standing_stable_frames: int = 8
-    """Frames of steady hip height needed before a standing height is trusted."""
-    standing_tolerance: float = 0.04
-    """Relative spread of hip height that still counts as standing still."""
+    rep_extension: float = 0.70
+    """A dip that never goes below this is a set-up move, not an attempt (quarter squats reach ~0.6)."""
+    leg_window_s: float = 4.0
+    """Leg length is the longest seen over this window: long enough to include a straight-leg frame,
+    short enough to follow a lifter walking towards or away from the camera."""
+    track_min_visibility: float = 0.2
+    """Positions the model is unsure of still time a rep well; depth itself needs ``min_visibility``."""
     lost_after_s: float = 0.7
     """A lifter unseen this long has left the frame, which ends an attempt in progress."""
     min_visibility: float = 0.5
-    """Landmarks below this visibility are treated as not seen."""
+    """Landmarks below this visibility are not trusted for the depth rule."""
     preroll_s: float = 1.0
     """Frames kept before the descent so the replay and smoothing have context."""
 
     # --- depth rule ---
     smoothing_window: int = 7
     """Savitzky-Golay window (frames); order 2 keeps the bottom's curvature instead of shaving it."""
-    hip_surface_offset_thigh: float = 0.0
-    """Shift from the model's hip centre to the top surface of the leg at the hip, in thigh lengths
-    (positive = up). Fitted by ``meetvar evaluate``; 0 is the joint-centre rule."""
-    knee_top_offset_thigh: float = 0.0
-    """Shift from the knee centre to the top of the knee, in thigh lengths (positive = up)."""
+    surface_offset_thigh: float = 0.15
+    """Net shift, in thigh lengths, from the model's hip-centre-over-knee-centre margin to the rule's
+    "top surface of the legs at the hip joint" against "the top of the knees" (positive: the centres
+    under-state depth). The model's hip landmark sits above the true hip joint and the surfaces lie
+    above both centres; the net is measured, not assumed: ``meetvar evaluate --fit`` fits it with
+    leave-one-video-out cross-validation on labelled footage."""
     min_side_view_yaw_deg: float = 35.0
     """Closer to a front or rear view than this, hip-over-knee height cannot be seen: undecided."""
     margin_noise_thigh: float = 0.04

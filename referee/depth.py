@@ -91,74 +91,76 @@ def judge_depth(window: AttemptWindow, cfg: RefereeConfig) -> DepthResult:
         reasons.append(f"camera sees the lifter from the front or rear (yaw {yaw:.0f}°): depth not visible")
         return DepthResult("undecided", None, None, 0.0, fallback_bottom, None, yaw, tuple(reasons))
 
-    per_side: list[tuple[float, int, str, float, FloatArray, FloatArray]] = []
-    for side, (hip_i, knee_i) in SIDES.items():
-        rows = [
-            (f.capture_us, f.keypoints[hip_i], f.keypoints[knee_i])
-            for f in active
-            if f.keypoints is not None
-            and min(f.keypoints[hip_i, 3], f.keypoints[knee_i, 3]) >= cfg.min_visibility
-        ]
-        if len(rows) < max(3, len(active) // 2):
-            continue
-        thigh_ref = _reference_thigh_px(standing, active, hip_i, knee_i, cfg)
-        if thigh_ref <= 0:
-            continue
-        hips = smooth(np.array([r[1][:2] for r in rows]), cfg.smoothing_window)
-        knees = smooth(np.array([r[2][:2] for r in rows]), cfg.smoothing_window)
-        hip_surface = hips + up * (cfg.hip_surface_offset_thigh * thigh_ref)
-        knee_top = knees + up * (cfg.knee_top_offset_thigh * thigh_ref)
-        margins = (knee_top @ up - hip_surface @ up) / thigh_ref
-        best = int(np.argmax(margins))
-        vis = float(min(rows[best][1][3], rows[best][2][3]))
-        per_side.append((float(margins[best]), rows[best][0], side, vis, hip_surface[best], knee_top[best]))
-
-    if not per_side:
+    series = _fused_margin_series(frames, active, up, cfg)
+    if series is None:
         reasons.append("hip or knee not visible through the attempt")
         return DepthResult("undecided", None, None, 0.0, fallback_bottom, None, yaw, tuple(reasons))
-
-    # Judge the worst visible side, as a side referee on that side would.
-    margin, bottom_us, side, vis, hip_pt, knee_pt = min(per_side, key=lambda s: s[0])
+    times, margins, hips, knees, vis, thigh_px = series
+    best = int(np.argmax(margins))
+    margin = float(margins[best])
+    bottom_us = times[best]
+    # The rule's two surface points, drawn for the judges: the net offset is put on the hip side.
+    hip_pt = hips[best] - up * (cfg.surface_offset_thigh * thigh_px)
+    knee_pt = knees[best]
     margin_cm = margin * _thigh_cm(active, cfg)
-    confidence = _confidence(margin, vis, yaw, cfg)
+    confidence = _confidence(margin, float(vis[best]), yaw, cfg)
     status = "below" if margin > 0 else "above"
-    word = "below" if margin > 0 else "above"
-    reasons.append(f"hip {word} the top of the knee by {abs(margin_cm):.1f} cm ({side} side)")
+    reasons.append(f"hip crease {status} the top of the knee by {abs(margin_cm):.1f} cm")
     return DepthResult(
         status,
         round(margin, 4),
         round(margin_cm, 2),
         round(confidence, 3),
         bottom_us,
-        side,
+        "both",
         None if yaw is None else round(yaw, 1),
         tuple(reasons),
         {"hip": [float(hip_pt[0]), float(hip_pt[1])], "knee": [float(knee_pt[0]), float(knee_pt[1])]},
     )
 
 
-def _reference_thigh_px(
-    standing: tuple[PoseFrame, ...],
-    active: tuple[PoseFrame, ...],
-    hip_i: int,
-    knee_i: int,
-    cfg: RefereeConfig,
-) -> float:
-    """Thigh length in pixels while standing: a vertical thigh is not foreshortened by camera yaw."""
+def _fused_margin_series(
+    frames: tuple[PoseFrame, ...], active: tuple[PoseFrame, ...], up: FloatArray, cfg: RefereeConfig
+) -> tuple[list[int], FloatArray, FloatArray, FloatArray, FloatArray, float] | None:
+    """Per frame, the hip-over-knee margin of both legs fused by visibility, smoothed over time.
 
-    def lengths(frames: tuple[PoseFrame, ...]) -> list[float]:
-        return [
-            float(np.linalg.norm(f.keypoints[hip_i, :2] - f.keypoints[knee_i, :2]))
-            for f in frames
-            if f.keypoints is not None
-            and min(f.keypoints[hip_i, 3], f.keypoints[knee_i, 3]) >= cfg.min_visibility
-        ]
-
-    ref = lengths(standing)
-    if ref:
-        return float(np.median(ref))
-    all_l = lengths(active)
-    return max(all_l) if all_l else 0.0
+    Each leg's margin is its own hip against its own knee. In a side view the far leg is half hidden
+    and the model guesses it; weighting by visibility keeps the near leg in charge without throwing
+    the far one away, and averaging two estimates halves the model's per-leg noise.
+    """
+    lengths = [
+        float(np.linalg.norm(f.keypoints[h, :2] - f.keypoints[k, :2]))
+        for f in frames
+        if f.keypoints is not None
+        for h, k in SIDES.values()
+        if min(f.keypoints[h, 3], f.keypoints[k, 3]) >= cfg.track_min_visibility
+    ]
+    if not lengths:
+        return None
+    # Thigh length in pixels: a high percentile, i.e. the thigh seen unforeshortened.
+    thigh_px = float(np.percentile(lengths, 90))
+    times: list[int] = []
+    rows: list[tuple[float, FloatArray, FloatArray, float]] = []
+    for f in active:
+        if f.keypoints is None:
+            continue
+        kp = f.keypoints
+        w = np.array([max(0.0, min(kp[h, 3], kp[k, 3])) for h, k in SIDES.values()])
+        w = np.where(w >= cfg.track_min_visibility, w, 0.0)
+        if w.sum() <= 0:
+            continue
+        w = w / w.sum()
+        hip = sum(wi * kp[h, :2] for wi, (h, _) in zip(w, SIDES.values(), strict=True))
+        knee = sum(wi * kp[k, :2] for wi, (_, k) in zip(w, SIDES.values(), strict=True))
+        vis = max(min(kp[h, 3], kp[k, 3]) for h, k in SIDES.values())
+        times.append(f.capture_us)
+        rows.append((float((knee - hip) @ up) / thigh_px, np.asarray(hip), np.asarray(knee), float(vis)))
+    if len(rows) < max(3, len(active) // 2):
+        return None
+    margins = smooth(np.array([r[0] for r in rows]), cfg.smoothing_window) + cfg.surface_offset_thigh
+    hips = smooth(np.array([r[1] for r in rows]), cfg.smoothing_window)
+    knees = smooth(np.array([r[2] for r in rows]), cfg.smoothing_window)
+    return times, margins, hips, knees, np.array([r[3] for r in rows]), thigh_px
 
 
 def _confidence(margin: float, visibility: float, yaw: float | None, cfg: RefereeConfig) -> float:

@@ -1,9 +1,12 @@
-"""Cuts a stream of poses into attempts: standing, descent (knees unlock), bottom, ascent, lockout.
+"""Cuts a stream of poses into attempts: descent (knees unlock), bottom, ascent, lockout.
 
 A small state machine fed one frame at a time, so the streaming processor and the offline judge run
-exactly the same code and cut exactly the same attempts. It works on the hip's height above the ankles
-relative to the lifter's own standing height, which falls in every camera view (unlike a knee angle,
-which a front view hides).
+exactly the same code and cut exactly the same attempts.
+
+It follows the hip's height over the ankles divided by the lifter's leg length (thigh + shin in pixels,
+the longest seen over the last few seconds). That ratio is about 1 standing and about 0.4 at a parallel
+squat in every camera view and at every distance, and it needs no calm standing phase first, so a clip
+that starts mid-descent, a lifter who walks in, or a camera that re-frames still gives clean attempts.
 """
 
 from __future__ import annotations
@@ -15,25 +18,42 @@ from enum import Enum
 import numpy as np
 
 from referee.config import RefereeConfig
+from referee.keypoints import BlazePoseLandmark as L
 from referee.keypoints import PoseFrame
-from referee.signals import hip_height_px
+from referee.signals import midpoint
+
+LEGS = ((L.LEFT_HIP, L.LEFT_KNEE, L.LEFT_ANKLE), (L.RIGHT_HIP, L.RIGHT_KNEE, L.RIGHT_ANKLE))
 
 
 class Phase(Enum):
-    IDLE = "idle"  # no lifter, or no standing height yet
-    STANDING = "standing"
+    UNKNOWN = "unknown"  # no lifter yet, or just re-acquired
+    UP = "up"  # standing, or moving without going deep
     IN_REP = "in_rep"
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptWindow:
-    """The frames of one attempt, with context before and after, and why it ended."""
+    """The frames of one attempt, with context before it, and why it ended."""
 
     frames: tuple[PoseFrame, ...]
     start_index: int  # index into frames where the knees unlocked
     end_index: int  # index into frames of lockout (or the last frame seen)
-    standing_height_px: float
     ended_by: str  # "lockout" | "lifter_left" | "stream_end"
+    min_extension: float  # lowest hip height over leg length in the attempt
+
+
+def leg_length_px(frame: PoseFrame, min_visibility: float) -> float | None:
+    """Thigh plus shin in pixels, the longer side: a bent leg keeps its length in a side view."""
+    kp = frame.keypoints
+    if kp is None:
+        return None
+    best = None
+    for hip, knee, ankle in LEGS:
+        if min(kp[hip, 3], kp[knee, 3], kp[ankle, 3]) < min_visibility:
+            continue
+        length = float(np.hypot(*(kp[hip, :2] - kp[knee, :2])) + np.hypot(*(kp[knee, :2] - kp[ankle, :2])))
+        best = length if best is None else max(best, length)
+    return best
 
 
 class RepSegmenter:
@@ -41,116 +61,106 @@ class RepSegmenter:
 
     def __init__(self, config: RefereeConfig) -> None:
         self._cfg = config
-        self._phase = Phase.IDLE
+        self._phase = Phase.UNKNOWN
         self._recent: deque[tuple[PoseFrame, float | None]] = deque()
+        self._legs: deque[tuple[int, float]] = deque()
+        self._ext: deque[float] = deque(maxlen=5)
         self._rep: list[tuple[PoseFrame, float | None]] = []
         self._rep_start = 0
-        self._standing_px: float | None = None
-        self._min_ratio = 1.0
+        self._min_ext = 1.0
         self._last_seen_us: int | None = None
-        self._heights: deque[float] = deque(maxlen=config.standing_stable_frames)
 
     @property
     def phase(self) -> Phase:
         return self._phase
 
+    def extension(self, frame: PoseFrame) -> float | None:
+        """Hip height over the ankles in leg lengths, or None when the legs are not seen."""
+        cfg = self._cfg
+        if frame.keypoints is None:
+            return None
+        leg = leg_length_px(frame, cfg.track_min_visibility)
+        if leg is not None:
+            self._legs.append((frame.capture_us, leg))
+        window_us = int(cfg.leg_window_s * 1e6)
+        while self._legs and frame.capture_us - self._legs[0][0] > window_us:
+            self._legs.popleft()
+        hip = midpoint(frame, L.LEFT_HIP, L.RIGHT_HIP, cfg.track_min_visibility)
+        ankle = midpoint(frame, L.LEFT_ANKLE, L.RIGHT_ANKLE, cfg.track_min_visibility)
+        if hip is None or ankle is None or not self._legs:
+            return None
+        ref = max(length for _, length in self._legs)
+        return float(ankle[1] - hip[1]) / ref if ref > 0 else None
+
     def push(self, frame: PoseFrame) -> AttemptWindow | None:
         cfg = self._cfg
-        height = hip_height_px(frame, cfg.min_visibility) if frame.has_person else None
-        if height is not None and height <= 0:
-            height = None
-        self._remember(frame, height)
-
-        if height is None:
+        raw = self.extension(frame)
+        self._remember(frame, raw)
+        if raw is None:
             gone_s = (frame.capture_us - self._last_seen_us) / 1e6 if self._last_seen_us is not None else 0.0
             if self._last_seen_us is not None and gone_s >= cfg.lost_after_s:
                 return self._lost()
+            if self._phase is Phase.IN_REP:
+                self._rep.append(self._recent[-1])
             return None
         self._last_seen_us = frame.capture_us
-        self._heights.append(height)
+        self._ext.append(raw)
         # A median of the last few frames rejects single-frame glitches without smearing the timing.
-        filtered = float(np.median(list(self._heights)[-5:]))
+        ext = float(np.median(self._ext))
 
-        if self._phase is Phase.IDLE:
-            if self._is_steady():
-                self._standing_px = float(np.median(self._heights))
-                self._phase = Phase.STANDING
-            return None
-
-        assert self._standing_px is not None
-        ratio = filtered / self._standing_px
-        if self._phase is Phase.STANDING:
-            if ratio < cfg.descent_ratio:
+        if self._phase is not Phase.IN_REP:
+            if ext < cfg.descent_extension:
                 self._begin_rep()
-                self._min_ratio = ratio
-            elif self._is_steady():
-                # Follow slow changes (the lifter walks out, the camera re-frames) while standing.
-                self._standing_px = float(np.median(self._heights))
+                self._min_ext = ext
+            else:
+                self._phase = Phase.UP
             return None
 
-        # IN_REP
         self._rep.append(self._recent[-1])
-        self._min_ratio = min(self._min_ratio, ratio)
-        if ratio > cfg.lockout_ratio:
-            deep_enough = self._min_ratio < cfg.min_rep_depth_ratio
-            window = self._close_rep("lockout") if deep_enough else None
-            self._phase = Phase.STANDING
+        self._min_ext = min(self._min_ext, ext)
+        if ext > cfg.lockout_extension:
+            window = self._close_rep("lockout") if self._min_ext < cfg.rep_extension else None
+            self._phase = Phase.UP
             self._rep = []
             return window
         return None
 
     def finish(self) -> AttemptWindow | None:
         """The stream ended: an attempt past its bottom still gets judged."""
-        if self._phase is Phase.IN_REP and self._min_ratio < self._cfg.min_rep_depth_ratio:
+        if self._phase is Phase.IN_REP and self._min_ext < self._cfg.rep_extension:
             return self._close_rep("stream_end")
         return None
 
     # -- internals -------------------------------------------------------------------------------
-    def _remember(self, frame: PoseFrame, height: float | None) -> None:
+    def _remember(self, frame: PoseFrame, ext: float | None) -> None:
         keep_us = int(self._cfg.preroll_s * 1e6)
-        self._recent.append((frame, height))
+        self._recent.append((frame, ext))
         while self._recent and frame.capture_us - self._recent[0][0].capture_us > keep_us:
             self._recent.popleft()
 
-    def _is_steady(self) -> bool:
-        h = self._heights
-        if len(h) < self._cfg.standing_stable_frames:
-            return False
-        med = float(np.median(h))
-        return med > 0 and (max(h) - min(h)) / med <= self._cfg.standing_tolerance
-
     def _begin_rep(self) -> None:
         """Start the attempt where the hip last stood at unlock height: the knees unlocked there."""
-        assert self._standing_px is not None
         self._phase = Phase.IN_REP
         self._rep = list(self._recent)
-        unlock = self._cfg.unlock_ratio * self._standing_px
         start = 0
         for i in range(len(self._rep) - 1, -1, -1):
-            h = self._rep[i][1]
-            if h is not None and h >= unlock:
+            e = self._rep[i][1]
+            if e is not None and e >= self._cfg.unlock_extension:
                 start = i
                 break
         self._rep_start = start
 
     def _close_rep(self, ended_by: str) -> AttemptWindow:
-        assert self._standing_px is not None
         frames = tuple(f for f, _ in self._rep)
-        return AttemptWindow(
-            frames=frames,
-            start_index=self._rep_start,
-            end_index=len(frames) - 1,
-            standing_height_px=self._standing_px,
-            ended_by=ended_by,
-        )
+        return AttemptWindow(frames, self._rep_start, len(frames) - 1, ended_by, round(self._min_ext, 4))
 
     def _lost(self) -> AttemptWindow | None:
         window = None
-        if self._phase is Phase.IN_REP and self._min_ratio < self._cfg.min_rep_depth_ratio:
+        if self._phase is Phase.IN_REP and self._min_ext < self._cfg.rep_extension:
             window = self._close_rep("lifter_left")
-        self._phase = Phase.IDLE
+        self._phase = Phase.UNKNOWN
         self._rep = []
-        self._heights.clear()
+        self._ext.clear()
+        self._legs.clear()
         self._last_seen_us = None
-        self._standing_px = None
         return window

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from referee.config import RefereeConfig
 from referee.keypoints import PoseFrame
 from referee.referee import Referee
 from tests.synthetic import FPS, pose_at, squat_session
@@ -21,8 +22,12 @@ def test_counts_each_rep_and_finds_the_bottom() -> None:
         assert d.ended_by == "lockout"
 
 
+# The synthetic lifter's landmarks are true joint centres, so these geometry tests use the centre rule.
+CENTRES = RefereeConfig(surface_offset_thigh=0.0)
+
+
 def test_deep_squat_is_below_and_high_squat_is_above() -> None:
-    deep, high = Referee().run(squat_session([1.25, 0.7]))
+    deep, high = Referee(config=CENTRES).run(squat_session([1.25, 0.7]))
     assert deep.depth.status == "below" and deep.verdict == "good" and deep.cards == ()
     assert high.depth.status == "above" and high.verdict == "no_lift" and high.cards == ("red",)
     # Margins in thigh lengths follow the construction: hip centre (1 - depth) thighs above the knee.
@@ -34,9 +39,18 @@ def test_deep_squat_is_below_and_high_squat_is_above() -> None:
 
 
 def test_confidence_is_low_near_parallel() -> None:
-    (near,) = Referee().run(squat_session([1.01]))
-    (clear,) = Referee().run(squat_session([1.3]))
+    (near,) = Referee(config=CENTRES).run(squat_session([1.01]))
+    (clear,) = Referee(config=CENTRES).run(squat_session([1.3]))
     assert near.depth.confidence < 0.5 < clear.depth.confidence
+
+
+def test_surface_offset_shifts_the_margin_by_exactly_its_value() -> None:
+    frames = squat_session([0.95])
+    (centre,) = Referee(config=CENTRES).run(frames)
+    (surface,) = Referee(config=RefereeConfig(surface_offset_thigh=0.1)).run(frames)
+    assert centre.depth.status == "above" and surface.depth.status == "below"
+    assert centre.depth.margin_thigh is not None and surface.depth.margin_thigh is not None
+    assert abs(surface.depth.margin_thigh - centre.depth.margin_thigh - 0.1) < 1e-3
 
 
 def test_front_view_is_undecided_not_above() -> None:

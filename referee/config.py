@@ -26,6 +26,8 @@ class RefereeConfig:
     short enough to follow a lifter walking towards or away from the camera."""
     track_min_visibility: float = 0.2
     """Positions the model is unsure of still time a rep well; depth itself needs ``min_visibility``."""
+    finish_hold_s: float = 0.5
+    """After lockout, watch this long for locked knees and still feet before calling the attempt."""
     lost_after_s: float = 0.7
     """A lifter unseen this long has left the frame, which ends an attempt in progress."""
     min_visibility: float = 0.5
@@ -46,5 +48,20 @@ class RefereeConfig:
     """Closer to a front or rear view than this, hip-over-knee height cannot be seen: undecided."""
     margin_noise_thigh: float = 0.04
     """Typical measurement noise of the margin, in thigh lengths; sets how fast confidence grows."""
+    # --- the other faults ---
+    locked_knee_deg: float = 150.0
+    """Knee angle (3D, from the metric landmarks) at or above which a knee counts as locked. Standing
+    lifters measure 165-178° in this model, but its 3D angles wander by up to ~10° in oblique and rear
+    views, so the card waits for a clearly bent knee: the benefit of the doubt goes to the lifter."""
+    min_phase_s: float = 0.3
+    """The start or finish must be seen this long before knee lock is judged there."""
+    bar_drop_leg: float = 0.04
+    """Downward bar travel during the ascent, in leg lengths (~3.5 cm), that earns a blue card; below it
+    the shoulder landmark's own jitter could fake one."""
+    rebound_leg: float = 0.05
+    """A second descent of the hips this deep (leg lengths) after rising from the bottom is a second
+    recovery attempt (double bounce)."""
+    step_thigh: float = 0.2
+    """Foot travel between start and finish, in thigh lengths (~8 cm), that counts as a step."""
     default_thigh_cm: float = 42.0
     """Thigh length used for cm when no scale is available (adult median, hip to knee centre)."""

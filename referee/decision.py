@@ -53,10 +53,9 @@ class AttemptDecision:
         }
 
 
-def verdict_for(depth: DepthResult) -> tuple[str, tuple[str, ...]]:
-    """Depth alone decides for now: a high squat earns a red card, an unseen one no call."""
-    if depth.status == "below":
-        return "good", ()
-    if depth.status == "above":
-        return "no_lift", ("red",)
-    return "undecided", ()
+def verdict_for(depth: DepthResult, fault_cards: tuple[str, ...] = ()) -> tuple[str, tuple[str, ...]]:
+    """Any card is a no lift; otherwise depth decides, and an unseen depth is no call at all."""
+    cards = (("red",) if depth.status == "above" else ()) + tuple(sorted(set(fault_cards)))
+    if cards:
+        return "no_lift", cards
+    return ("good", ()) if depth.status == "below" else ("undecided", ())

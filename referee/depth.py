@@ -84,7 +84,7 @@ def judge_depth(window: AttemptWindow, cfg: RefereeConfig) -> DepthResult:
     active = frames[window.start_index : window.end_index + 1]
     up = _up_vector(standing, cfg)
     yaw = _view_yaw_deg(active)
-    fallback_bottom = _deepest_us(window, cfg)
+    fallback_bottom = window.frames[window.bottom_index].capture_us
 
     reasons: list[str] = []
     if yaw is not None and yaw < cfg.min_side_view_yaw_deg:
@@ -169,14 +169,3 @@ def _confidence(margin: float, visibility: float, yaw: float | None, cfg: Refere
     view_term = 0.7 if yaw is None else 0.5 + 0.5 * min(1.0, max(0.0, (yaw - cfg.min_side_view_yaw_deg) / 30))
     vis_term = min(1.0, max(0.0, visibility))
     return margin_term * view_term * vis_term
-
-
-def _deepest_us(window: AttemptWindow, cfg: RefereeConfig) -> int:
-    """Time of the lowest hip, the bottom used when depth itself cannot be judged."""
-    best_us, best_h = window.frames[window.start_index].capture_us, math.inf
-    for f in window.frames[window.start_index : window.end_index + 1]:
-        hip = midpoint(f, L.LEFT_HIP, L.RIGHT_HIP, cfg.min_visibility)
-        ankle = midpoint(f, L.LEFT_ANKLE, L.RIGHT_ANKLE, cfg.min_visibility)
-        if hip is not None and ankle is not None and ankle[1] - hip[1] < best_h:
-            best_h, best_us = float(ankle[1] - hip[1]), f.capture_us
-    return best_us

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from referee.config import RefereeConfig
 from referee.decision import AttemptDecision, verdict_for
 from referee.depth import judge_depth
+from referee.faults import find_faults
 from referee.keypoints import PoseFrame
 from referee.segmentation import AttemptWindow, RepSegmenter
 
@@ -41,8 +42,9 @@ class Referee:
     def _decide(self, window: AttemptWindow) -> AttemptDecision:
         self._reps += 1
         depth = judge_depth(window, self.config)
-        verdict, cards = verdict_for(depth)
-        reasons = list(depth.reasons)
+        faults, notes = find_faults(window, self.config)
+        verdict, cards = verdict_for(depth, tuple(f.card for f in faults))
+        reasons = [*depth.reasons, *(f"{f.card} card: {f.detail}" for f in faults), *notes]
         if window.ended_by == "lifter_left":
             reasons.append("the lifter left the frame before lockout")
         return AttemptDecision(

@@ -29,6 +29,7 @@ class Phase(Enum):
     UNKNOWN = "unknown"  # no lifter yet, or just re-acquired
     UP = "up"  # standing, or moving without going deep
     IN_REP = "in_rep"
+    HOLD = "hold"  # stood up: collecting a moment of lockout to see the knees locked and the feet
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,26 @@ class AttemptWindow:
     end_index: int  # index into frames of lockout (or the last frame seen)
     ended_by: str  # "lockout" | "lifter_left" | "stream_end"
     min_extension: float  # lowest hip height over leg length in the attempt
+    extensions: tuple[float | None, ...] = ()  # per frame, the signal segmentation used
+
+    @property
+    def bottom_index(self) -> int:
+        """The frame where the hips were lowest over the ankles: the bottom of the attempt."""
+        ext = self.extensions
+        valid = [
+            i for i in range(self.start_index, self.end_index + 1) if i < len(ext) and ext[i] is not None
+        ]
+        return min(valid, key=lambda i: ext[i] or 0.0) if valid else self.start_index
+
+    @property
+    def before(self) -> tuple[PoseFrame, ...]:
+        """Frames up to the knees unlocking: the lifter's start position."""
+        return self.frames[: self.start_index + 1]
+
+    @property
+    def after(self) -> tuple[PoseFrame, ...]:
+        """Frames after lockout: the lifter's finish position."""
+        return self.frames[self.end_index + 1 :]
 
 
 def leg_length_px(frame: PoseFrame, min_visibility: float) -> float | None:
@@ -68,6 +89,8 @@ class RepSegmenter:
         self._rep: list[tuple[PoseFrame, float | None]] = []
         self._rep_start = 0
         self._min_ext = 1.0
+        self._lockout_index = -1
+        self._lockout_us = 0
         self._last_seen_us: int | None = None
 
     @property
@@ -100,13 +123,25 @@ class RepSegmenter:
             gone_s = (frame.capture_us - self._last_seen_us) / 1e6 if self._last_seen_us is not None else 0.0
             if self._last_seen_us is not None and gone_s >= cfg.lost_after_s:
                 return self._lost()
-            if self._phase is Phase.IN_REP:
+            if self._phase in (Phase.IN_REP, Phase.HOLD):
                 self._rep.append(self._recent[-1])
             return None
         self._last_seen_us = frame.capture_us
         self._ext.append(raw)
         # A median of the last few frames rejects single-frame glitches without smearing the timing.
         ext = float(np.median(self._ext))
+
+        if self._phase is Phase.HOLD:
+            if ext < cfg.descent_extension or frame.capture_us - self._lockout_us >= cfg.finish_hold_s * 1e6:
+                window = self._close_rep("lockout")
+                self._phase = Phase.UP
+                self._rep = []
+                if ext < cfg.descent_extension:  # straight into the next rep
+                    self._begin_rep()
+                    self._min_ext = ext
+                return window
+            self._rep.append(self._recent[-1])
+            return None
 
         if self._phase is not Phase.IN_REP:
             if ext < cfg.descent_extension:
@@ -119,14 +154,19 @@ class RepSegmenter:
         self._rep.append(self._recent[-1])
         self._min_ext = min(self._min_ext, ext)
         if ext > cfg.lockout_extension:
-            window = self._close_rep("lockout") if self._min_ext < cfg.rep_extension else None
-            self._phase = Phase.UP
-            self._rep = []
-            return window
+            if self._min_ext < cfg.rep_extension:
+                self._phase = Phase.HOLD
+                self._lockout_index = len(self._rep) - 1
+                self._lockout_us = frame.capture_us
+            else:
+                self._phase = Phase.UP
+                self._rep = []
         return None
 
     def finish(self) -> AttemptWindow | None:
         """The stream ended: an attempt past its bottom still gets judged."""
+        if self._phase is Phase.HOLD:
+            return self._close_rep("lockout")
         if self._phase is Phase.IN_REP and self._min_ext < self._cfg.rep_extension:
             return self._close_rep("stream_end")
         return None
@@ -142,21 +182,28 @@ class RepSegmenter:
         """Start the attempt where the hip last stood at unlock height: the knees unlocked there."""
         self._phase = Phase.IN_REP
         self._rep = list(self._recent)
-        start = 0
-        for i in range(len(self._rep) - 1, -1, -1):
-            e = self._rep[i][1]
-            if e is not None and e >= self._cfg.unlock_extension:
-                start = i
-                break
+        exts = [e for _, e in self._rep]
+        start = next(
+            (i for i in range(len(exts) - 1, -1, -1) if (exts[i] or 0.0) >= self._cfg.unlock_extension), None
+        )
+        if start is None:
+            # Never fully up (soft knees, or the clip began mid-descent): start at the highest point seen.
+            seen = [i for i, e in enumerate(exts) if e is not None]
+            start = max(seen, key=lambda i: (exts[i], i)) if seen else 0
         self._rep_start = start
 
     def _close_rep(self, ended_by: str) -> AttemptWindow:
         frames = tuple(f for f, _ in self._rep)
-        return AttemptWindow(frames, self._rep_start, len(frames) - 1, ended_by, round(self._min_ext, 4))
+        end = self._lockout_index if self._phase is Phase.HOLD else len(frames) - 1
+        self._lockout_index = -1
+        exts = tuple(e for _, e in self._rep)
+        return AttemptWindow(frames, self._rep_start, end, ended_by, round(self._min_ext, 4), exts)
 
     def _lost(self) -> AttemptWindow | None:
         window = None
-        if self._phase is Phase.IN_REP and self._min_ext < self._cfg.rep_extension:
+        if self._phase is Phase.HOLD:
+            window = self._close_rep("lockout")
+        elif self._phase is Phase.IN_REP and self._min_ext < self._cfg.rep_extension:
             window = self._close_rep("lifter_left")
         self._phase = Phase.UNKNOWN
         self._rep = []

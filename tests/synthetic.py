@@ -39,14 +39,41 @@ def pose_at(depth: float, *, t_us: int, index: int, yaw_deg: float = 90.0, visib
         (L.RIGHT_SHOULDER, shoulder),
     ):
         kp[idx, :2] = p
-    world = np.zeros((NUM_BLAZEPOSE_LANDMARKS, 3))
+    # Metric landmarks: the sagittal plane turned by the camera yaw (90 = side on), hips 0.2 m apart.
     yaw = math.radians(yaw_deg)
-    half = 0.1  # hip half-width in metres
-    world[L.LEFT_HIP] = [-half * math.cos(yaw), 0.0, -half * math.sin(yaw)]
-    world[L.RIGHT_HIP] = [half * math.cos(yaw), 0.0, half * math.sin(yaw)]
-    world[L.LEFT_KNEE] = world[L.LEFT_HIP] + [0.0, 0.42, 0.0]
-    world[L.RIGHT_KNEE] = world[L.RIGHT_HIP] + [0.0, 0.42, 0.0]
+    forward = np.array([math.sin(yaw), 0.0, math.cos(yaw)])
+    lateral = np.array([math.cos(yaw), 0.0, -math.sin(yaw)])
+    metres_per_px = 0.42 / THIGH_PX
+    world = np.zeros((NUM_BLAZEPOSE_LANDMARKS, 3))
+    for (left, right), p in (
+        ((L.LEFT_HIP, L.RIGHT_HIP), hip),
+        ((L.LEFT_KNEE, L.RIGHT_KNEE), knee),
+        ((L.LEFT_ANKLE, L.RIGHT_ANKLE), ANKLE),
+        ((L.LEFT_SHOULDER, L.RIGHT_SHOULDER), shoulder),
+    ):
+        centre = forward * (p[0] - hip[0]) * metres_per_px + np.array(
+            [0.0, (p[1] - hip[1]) * metres_per_px, 0.0]
+        )
+        world[left], world[right] = centre - 0.1 * lateral, centre + 0.1 * lateral
     return PoseFrame(t_us, index, 1080, 1920, kp if visible else None, world, 0.99, 1, "synthetic")
+
+
+def frames_from_profile(profile: list[float], *, yaw_deg: float = 90.0, start_us: int = 0) -> list[PoseFrame]:
+    """One frame per depth value at 30 fps."""
+    return [
+        pose_at(d, t_us=start_us + int(i * 1e6 / FPS), index=i, yaw_deg=yaw_deg)
+        for i, d in enumerate(profile)
+    ]
+
+
+def rep_profile(
+    depth: float, *, move_s: float = 1.0, base_start: float = 0.0, base_end: float = 0.0
+) -> list[float]:
+    """Standing at ``base_start``, down to ``depth``, back up to ``base_end``, cosine-shaped."""
+    half = int(move_s * FPS)
+    down = [base_start + (depth - base_start) * 0.5 * (1 - math.cos(math.pi * i / half)) for i in range(half)]
+    up = [base_end + (depth - base_end) * 0.5 * (1 + math.cos(math.pi * i / half)) for i in range(half)]
+    return [base_start] * int(1.5 * FPS) + down + up + [base_end] * int(1.5 * FPS)
 
 
 def squat_session(

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from referee.config import RefereeConfig
+from referee.keypoints import BlazePoseLandmark as L
 from referee.keypoints import PoseFrame
 from referee.referee import Referee
-from tests.synthetic import FPS, pose_at, squat_session
+from tests.synthetic import FPS, frames_from_profile, pose_at, rep_profile, squat_session
 
 
 def test_counts_each_rep_and_finds_the_bottom() -> None:
@@ -86,3 +89,46 @@ def test_same_frames_same_decisions_through_json() -> None:
     direct = [d.to_json() for d in Referee().run(frames)]
     round_tripped = [d.to_json() for d in Referee().run(PoseFrame.from_json(f.to_json()) for f in frames)]
     assert direct == round_tripped and len(direct) == 2
+
+
+def codes(frames: list[PoseFrame]) -> tuple[str, list[str], tuple[str, ...]]:
+    (d,) = Referee().run(frames)
+    return d.verdict, [r for r in d.reasons if "card" in r], d.cards
+
+
+def test_clean_deep_rep_has_no_fault() -> None:
+    verdict, card_reasons, cards = codes(frames_from_profile(rep_profile(1.3)))
+    assert (verdict, card_reasons, cards) == ("good", [], ())
+
+
+def test_soft_knees_at_start_or_finish_earn_a_blue_card() -> None:
+    # Depth 0.25 keeps the hips high (not a rep) but bends the knee to about 130°.
+    verdict, reasons, cards = codes(frames_from_profile(rep_profile(1.3, base_start=0.25)))
+    assert verdict == "no_lift" and cards == ("blue",) and "at the start" in reasons[0]
+    verdict, reasons, cards = codes(frames_from_profile(rep_profile(1.3, base_end=0.25)))
+    assert verdict == "no_lift" and cards == ("blue",) and "at the finish" in reasons[0]
+
+
+def test_sinking_again_during_the_ascent_is_a_double_bounce_and_bar_drop() -> None:
+    profile = rep_profile(1.3)
+    bottom = int((1.5 + 1.0) * FPS)
+    # Rise to depth 0.6, sink back to 0.9, then stand: a second recovery attempt.
+    rise = [1.3 - 0.7 * i / 10 for i in range(10)]
+    sink = [0.6 + 0.3 * i / 8 for i in range(8)]
+    recover = [0.9 - 0.9 * i / 20 for i in range(20)]
+    profile = profile[:bottom] + rise + sink + recover + [0.0] * int(1.5 * FPS)
+    verdict, reasons, cards = codes(frames_from_profile(profile))
+    assert verdict == "no_lift" and cards == ("blue",)
+    assert any("second recovery" in r for r in reasons) and any("bar moved down" in r for r in reasons)
+
+
+def test_a_step_between_start_and_finish_earns_a_yellow_card() -> None:
+    frames = frames_from_profile(rep_profile(1.3))
+    stepped = []
+    for f in frames[int((1.5 + 2.0) * FPS) :]:
+        assert f.keypoints is not None
+        kp = f.keypoints.copy()
+        kp[[L.LEFT_ANKLE, L.RIGHT_ANKLE], 0] += np.array([80.0, 0.0])  # the left foot moved 0.4 thighs
+        stepped.append(dataclasses.replace(f, keypoints=kp))
+    verdict, reasons, cards = codes(frames[: len(frames) - len(stepped)] + stepped)
+    assert verdict == "no_lift" and cards == ("yellow",) and "foot moved" in reasons[0]

@@ -50,11 +50,11 @@ def build_app(bootstrap: str, datadir: Path, explainer: Explainer | None = None)
                 log.info(
                     "referee.decision",
                     attempt_id=decision_msg.attempt_id,
-                    verdict=decision.verdict,
-                    depth=decision.depth.status,
-                    margin_cm=decision.depth.margin_cm,
-                    confidence=decision.depth.confidence,
+                    camera=decision_msg.camera,
+                    verdict=decision_msg.attempt["verdict"],
                 )
+                if decision is None:  # a fused call: its cameras' explanations already went out
+                    continue
                 words = await explain.explain(decision)
                 out = ExplanationMsg(
                     attempt_id=decision_msg.attempt_id,

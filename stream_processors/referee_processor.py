@@ -10,10 +10,11 @@ import time
 from dataclasses import dataclass
 
 from referee.decision import AttemptDecision
+from referee.fusion import PlatformFusion
 from referee.keypoints import PoseFrame
 from referee.referee import Referee
 from stream_processors.schemas import DecisionMsg, PoseMsg
-from stream_processors.topics import camera_key
+from stream_processors.topics import camera_key, platform_key
 
 
 @dataclass
@@ -31,8 +32,11 @@ def attempt_id(meet: str, platform: str, camera: str, stream_start_us: int, rep:
 class RefereeProcessor:
     def __init__(self) -> None:
         self._streams: dict[str, _Stream] = {}
+        self._fusion: dict[str, PlatformFusion] = {}
 
-    def handle(self, msg: PoseMsg) -> list[tuple[DecisionMsg, AttemptDecision]]:
+    def handle(self, msg: PoseMsg) -> list[tuple[DecisionMsg, AttemptDecision | None]]:
+        """Decisions this message completes: one per camera attempt, plus the platform's fused call
+        (camera ``fused``, no AttemptDecision of its own) once every live camera has called it."""
         key = camera_key(msg.meet, msg.platform, msg.camera)
         stream = self._streams.get(key)
         out: list[AttemptDecision] = []
@@ -52,7 +56,7 @@ class RefereeProcessor:
                 if (d := stream.referee.push(frame)) is not None:
                     out.append(d)
         now_us = time.time_ns() // 1000
-        return [
+        results: list[tuple[DecisionMsg, AttemptDecision | None]] = [
             (
                 DecisionMsg(
                     attempt_id=attempt_id(msg.meet, msg.platform, msg.camera, d.origin_us, d.rep),
@@ -68,3 +72,34 @@ class RefereeProcessor:
             )
             for d in out
         ]
+        platform = platform_key(msg.meet, msg.platform)
+        live = {k.rsplit("/", 1)[1] for k in self._streams if k.startswith(platform + "/")} | {msg.camera}
+        if len(live) > 1 or platform in self._fusion:
+            fusion = self._fusion.setdefault(platform, PlatformFusion())
+            for d in out:
+                for fused in fusion.add(msg.camera, d, live):
+                    # The fused call in the camera calls' shape (times from the camera that completed it).
+                    summary = fused.to_json()
+                    attempt = {
+                        **d.to_json(),
+                        "verdict": fused.verdict,
+                        "cards": list(fused.cards),
+                        "reasons": list(fused.reasons),
+                        "depth": {**summary["depth"], "margin_thigh": None},  # type: ignore[dict-item]
+                        "fused": summary,
+                    }
+                    results.append(
+                        (
+                            DecisionMsg(
+                                attempt_id=f"{platform}/fused/{fused.bottom_us}",
+                                meet=msg.meet,
+                                platform=msg.platform,
+                                camera="fused",
+                                attempt=attempt,
+                                decided_us=now_us,
+                                rack_to_call_ms=round((now_us - d.end_us) / 1e3, 1),
+                            ),
+                            None,
+                        )
+                    )
+        return results

@@ -30,6 +30,14 @@ class RefereeConfig:
     """After lockout, watch this long for locked knees and still feet before calling the attempt."""
     lost_after_s: float = 0.7
     """A lifter unseen this long has left the frame, which ends an attempt in progress."""
+    # --- is it an attempt at all (see referee/validity.py) ---
+    min_leg_frac: float = 0.12
+    """The lifter's legs span at least this share of the image height; smaller people are passers-by."""
+    max_foot_travel_thigh: float = 1.0
+    """Feet that travel further than this during the movement belong to someone walking."""
+    max_bottom_knee_deg: float = 145.0
+    """Mean of both knees at the bottom: every squat, even a quarter squat, bends both knees past
+    this; a walking stride bends one knee while the other is straight (mean ~150° or more)."""
     min_visibility: float = 0.5
     """Landmarks below this visibility are not trusted for the depth rule."""
     preroll_s: float = 1.0

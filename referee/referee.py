@@ -10,6 +10,7 @@ from referee.depth import judge_depth
 from referee.faults import find_faults
 from referee.keypoints import PoseFrame
 from referee.segmentation import AttemptWindow, RepSegmenter
+from referee.validity import why_not_an_attempt
 
 
 class Referee:
@@ -24,6 +25,7 @@ class Referee:
         self._segmenter = RepSegmenter(self.config)
         self._reps = 0
         self._model_id = ""
+        self.rejected_reason: str | None = None  # why the last movement was not judged, for logs
 
     def push(self, frame: PoseFrame) -> AttemptDecision | None:
         self._model_id = frame.model_id or self._model_id
@@ -39,7 +41,10 @@ class Referee:
         last = self.finish()
         return [*out, last] if last is not None else out
 
-    def _decide(self, window: AttemptWindow) -> AttemptDecision:
+    def _decide(self, window: AttemptWindow) -> AttemptDecision | None:
+        self.rejected_reason = why_not_an_attempt(window, self.config)
+        if self.rejected_reason is not None:
+            return None
         self._reps += 1
         depth = judge_depth(window, self.config)
         faults, notes = find_faults(window, self.config)

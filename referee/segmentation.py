@@ -113,7 +113,9 @@ class RepSegmenter:
         if hip is None or ankle is None or not self._legs:
             return None
         ref = max(length for _, length in self._legs)
-        return float(ankle[1] - hip[1]) / ref if ref > 0 else None
+        ext = float(ankle[1] - hip[1]) / ref if ref > 0 else None
+        # Hips below the ankles is no human posture on a platform: a failed pose, not a deep squat.
+        return ext if ext is not None and ext > 0 else None
 
     def push(self, frame: PoseFrame) -> AttemptWindow | None:
         cfg = self._cfg

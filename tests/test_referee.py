@@ -132,3 +132,23 @@ def test_a_step_between_start_and_finish_earns_a_yellow_card() -> None:
         stepped.append(dataclasses.replace(f, keypoints=kp))
     verdict, reasons, cards = codes(frames[: len(frames) - len(stepped)] + stepped)
     assert verdict == "no_lift" and cards == ("yellow",) and "foot moved" in reasons[0]
+
+
+def test_someone_walking_away_is_not_an_attempt() -> None:
+    # Hips fall relative to the legs as the figure shrinks, but the feet travel: walking, not squatting.
+    frames = []
+    for f in frames_from_profile(rep_profile(1.3)):
+        assert f.keypoints is not None
+        kp = f.keypoints.copy()
+        kp[:, 0] += f.frame_index * 12.0  # crossing the frame
+        frames.append(dataclasses.replace(f, keypoints=kp))
+    referee = Referee()
+    assert referee.run(frames) == []
+    assert referee.rejected_reason is not None and "walking" in referee.rejected_reason
+
+
+def test_a_tiny_person_in_the_background_is_not_the_lifter() -> None:
+    frames = [dataclasses.replace(f, height=20_000) for f in frames_from_profile(rep_profile(1.3))]
+    referee = Referee()
+    assert referee.run(frames) == []
+    assert referee.rejected_reason is not None and "too small" in referee.rejected_reason

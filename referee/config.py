@@ -13,14 +13,16 @@ RULES_VERSION = "ipf-2026/meetvar-0.1"
 @dataclass(frozen=True, slots=True)
 class RefereeConfig:
     # --- segmentation (hip height over the ankles, in leg lengths: ~1 standing, ~0.4 at parallel) ---
-    descent_extension: float = 0.80
+    descent_extension: float = 0.82
     """Below this the lifter is squatting, not shifting weight, breathing or unracking."""
     unlock_extension: float = 0.90
     """The attempt starts where the hip last stood this high: the knees have just unlocked."""
     lockout_extension: float = 0.85
     """Back above this after the bottom, the lifter has stood up (lockout)."""
-    rep_extension: float = 0.70
-    """A dip that never goes below this is a set-up move, not an attempt (quarter squats reach ~0.6)."""
+    rep_extension: float = 0.78
+    """A dip that never goes below this is a set-up move, not an attempt. A high squat (hip 20-26 cm
+    above the knee, measured in 3D motion capture) bottoms at 0.66-0.75; unracking dips stay above
+    0.85; the knee-angle check in validity.py rejects what is not a squat at all."""
     leg_window_s: float = 4.0
     """Leg length is the longest seen over this window: long enough to include a straight-leg frame,
     short enough to follow a lifter walking towards or away from the camera."""
@@ -46,7 +48,7 @@ class RefereeConfig:
     # --- depth rule ---
     smoothing_window: int = 7
     """Savitzky-Golay window (frames); order 2 keeps the bottom's curvature instead of shaving it."""
-    surface_offset_thigh: float = 0.15
+    surface_offset_thigh: float = 0.16
     """Net shift, in thigh lengths, from the model's hip-centre-over-knee-centre margin to the rule's
     "top surface of the legs at the hip joint" against "the top of the knees" (positive: the centres
     under-state depth). The model's hip landmark sits above the true hip joint and the surfaces lie

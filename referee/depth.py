@@ -67,7 +67,6 @@ def _thigh_cm(frames: tuple[PoseFrame, ...], cfg: RefereeConfig) -> float:
 
 def judge_depth(window: AttemptWindow, cfg: RefereeConfig) -> DepthResult:
     frames = window.frames
-    standing = frames[: window.start_index + 1] or frames[:1]
     active = frames[window.start_index : window.end_index + 1]
     up = IMAGE_UP
     yaw = _view_yaw_deg(active)

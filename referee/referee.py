@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from referee.config import RefereeConfig
 from referee.decision import AttemptDecision, verdict_for
 from referee.depth import judge_depth
-from referee.faults import find_faults
+from referee.faults import Fault, find_faults
 from referee.keypoints import PoseFrame
 from referee.segmentation import AttemptWindow, RepSegmenter
 from referee.validity import why_not_an_attempt
@@ -26,6 +26,16 @@ class Referee:
         self._reps = 0
         self._model_id = ""
         self.rejected_reason: str | None = None  # why the last movement was not judged, for logs
+        self._squat_signal_us: int | None = None
+
+    def command(self, kind: str, at_us: int) -> None:
+        """The head referee's signal, from the meet software: "squat" (start) or "rack" (finish).
+
+        Without signals the referee judges on movement alone; with them, a descent that began before
+        the Squat signal earns the yellow card for a missed signal.
+        """
+        if kind == "squat":
+            self._squat_signal_us = at_us
 
     def push(self, frame: PoseFrame) -> AttemptDecision | None:
         self._model_id = frame.model_id or self._model_id
@@ -48,6 +58,14 @@ class Referee:
         self._reps += 1
         depth = judge_depth(window, self.config)
         faults, notes = find_faults(window, self.config)
+        start_us = window.frames[window.start_index].capture_us
+        signal = self._squat_signal_us
+        self._squat_signal_us = None  # one signal per attempt
+        if signal is not None and start_us < signal:
+            early = (signal - start_us) / 1e6
+            faults.append(
+                Fault("missed_signal", "yellow", f"descent began {early:.1f} s before the Squat signal")
+            )
         verdict, cards = verdict_for(depth, tuple(f.card for f in faults))
         reasons = [*depth.reasons, *(f"{f.card} card: {f.detail}" for f in faults), *notes]
         if window.ended_by == "lifter_left":

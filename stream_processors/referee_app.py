@@ -21,8 +21,8 @@ from stream_processors.explainer import Explainer
 from stream_processors.faust_app import make_app, run_worker
 from stream_processors.kafka import ensure_topics, wait_for_broker
 from stream_processors.referee_processor import RefereeProcessor
-from stream_processors.schemas import ExplanationMsg, PoseMsg, SchemaError
-from stream_processors.topics import ALL_TOPICS, DECISIONS, EXPLANATIONS, POSES, platform_key
+from stream_processors.schemas import ExplanationMsg, PoseMsg, SchemaError, StateMsg
+from stream_processors.topics import ALL_TOPICS, DECISIONS, EXPLANATIONS, MEET_STATE, POSES, platform_key
 
 log = structlog.get_logger()
 
@@ -32,8 +32,19 @@ def build_app(bootstrap: str, datadir: Path, explainer: Explainer | None = None)
     poses = app.topic(POSES, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     decisions = app.topic(DECISIONS, key_serializer="raw", value_serializer="raw")
     explanations = app.topic(EXPLANATIONS, key_serializer="raw", value_serializer="raw")
+    states = app.topic(
+        MEET_STATE, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
     processor = RefereeProcessor()
     explain = explainer or Explainer()
+
+    @app.agent(states)
+    async def follow_signals(stream: Any) -> None:
+        async for value in stream:
+            try:
+                processor.handle_state(StateMsg.parse(value))
+            except SchemaError as exc:
+                log.error("referee.bad_state_message", error=str(exc))
 
     @app.agent(poses)
     async def judge(stream: Any) -> None:

@@ -13,7 +13,7 @@ from referee.decision import AttemptDecision
 from referee.fusion import PlatformFusion
 from referee.keypoints import PoseFrame
 from referee.referee import Referee
-from stream_processors.schemas import DecisionMsg, PoseMsg
+from stream_processors.schemas import DecisionMsg, PoseMsg, StateMsg
 from stream_processors.topics import camera_key, platform_key
 
 
@@ -33,6 +33,18 @@ class RefereeProcessor:
     def __init__(self) -> None:
         self._streams: dict[str, _Stream] = {}
         self._fusion: dict[str, PlatformFusion] = {}
+        self._rack_us: dict[str, int] = {}
+
+    def handle_state(self, msg: StateMsg) -> None:
+        """The meet software's signals reach every camera's referee on that platform."""
+        if msg.command is None:
+            return
+        platform = platform_key(msg.meet, msg.platform)
+        if msg.command == "rack":
+            self._rack_us[platform] = msg.at_us
+        for key, stream in self._streams.items():
+            if key.startswith(platform + "/"):
+                stream.referee.command(msg.command, msg.at_us)
 
     def handle(self, msg: PoseMsg) -> list[tuple[DecisionMsg, AttemptDecision | None]]:
         """Decisions this message completes: one per camera attempt, plus the platform's fused call
@@ -56,6 +68,14 @@ class RefereeProcessor:
                 if (d := stream.referee.push(frame)) is not None:
                     out.append(d)
         now_us = time.time_ns() // 1000
+        platform = platform_key(msg.meet, msg.platform)
+
+        def rack_to_call_ms(d: AttemptDecision) -> float:
+            # The rack command when the meet software sent one after the bottom; else lockout stands in.
+            rack = self._rack_us.get(platform)
+            ref = rack if rack is not None and rack >= d.bottom_us else d.end_us
+            return round((now_us - ref) / 1e3, 1)
+
         results: list[tuple[DecisionMsg, AttemptDecision | None]] = [
             (
                 DecisionMsg(
@@ -65,14 +85,12 @@ class RefereeProcessor:
                     camera=msg.camera,
                     attempt=d.to_json(),
                     decided_us=now_us,
-                    # Lockout stands in for the rack command until meet.state supplies it.
-                    rack_to_call_ms=round((now_us - d.end_us) / 1e3, 1),
+                    rack_to_call_ms=rack_to_call_ms(d),
                 ),
                 d,
             )
             for d in out
         ]
-        platform = platform_key(msg.meet, msg.platform)
         live = {k.rsplit("/", 1)[1] for k in self._streams if k.startswith(platform + "/")} | {msg.camera}
         if len(live) > 1 or platform in self._fusion:
             fusion = self._fusion.setdefault(platform, PlatformFusion())
@@ -97,7 +115,7 @@ class RefereeProcessor:
                                 camera="fused",
                                 attempt=attempt,
                                 decided_us=now_us,
-                                rack_to_call_ms=round((now_us - d.end_us) / 1e3, 1),
+                                rack_to_call_ms=rack_to_call_ms(d),
                             ),
                             None,
                         )

@@ -70,3 +70,26 @@ def test_streaming_processor_emits_a_fused_call_for_two_cameras() -> None:
     fused = by_camera["fused"].attempt
     assert fused["verdict"] == "undecided" and fused["fused"]["lights"] == ["good", "no_lift"]
     assert [d is None for m, d in out if m.camera == "fused"] == [True]
+
+
+def test_meet_state_signals_reach_the_streaming_referee() -> None:
+    from stream_processors.referee_processor import RefereeProcessor
+    from stream_processors.schemas import PoseMsg, StateMsg
+    from tests.synthetic import FPS
+
+    processor = RefereeProcessor()
+    frames = squat_session([1.3])
+    out = []
+    for i, f in enumerate(frames):
+        if i == int(2.0 * FPS):  # the head referee says "Squat" half a second into the descent
+            processor.handle_state(StateMsg(meet="m", platform="p", command="squat", at_us=f.capture_us))
+        if i == int(4.0 * FPS):
+            processor.handle_state(StateMsg(meet="m", platform="p", command="rack", at_us=f.capture_us))
+        msg = PoseMsg(meet="m", platform="p", camera="side", stream_start_us=0, seq=0, frame=f.to_json())
+        out += processor.handle(msg)
+    out += processor.handle(
+        PoseMsg(meet="m", platform="p", camera="side", stream_start_us=0, seq=1, end_of_stream=True)
+    )
+    ((decision, _),) = out
+    assert decision.attempt["cards"] == ["yellow"]
+    assert any("Squat signal" in r for r in decision.attempt["reasons"])

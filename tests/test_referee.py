@@ -152,3 +152,17 @@ def test_a_tiny_person_in_the_background_is_not_the_lifter() -> None:
     referee = Referee()
     assert referee.run(frames) == []
     assert referee.rejected_reason is not None and "too small" in referee.rejected_reason
+
+
+def test_descending_before_the_squat_signal_is_a_missed_signal() -> None:
+    frames = frames_from_profile(rep_profile(1.3))
+    start = int(1.5 * FPS)
+    early = Referee()
+    early.command("squat", frames[start + 15].capture_us)  # signal half a second after the descent began
+    (d,) = early.run(frames)
+    assert d.verdict == "no_lift" and d.cards == ("yellow",)
+    assert any("before the Squat signal" in r for r in d.reasons)
+    on_time = Referee()
+    on_time.command("squat", frames[start - 15].capture_us)
+    (d,) = on_time.run(frames)
+    assert d.verdict == "good" and d.cards == ()

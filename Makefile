@@ -3,7 +3,9 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint
+MP_VENV := .venv-mediapipe
+
+.PHONY: demo test lint system-deps bench-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,5 +20,17 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint
+# The browser tests drive Debian's Chromium; install it once (root, as on CI) when it is missing.
+system-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
+# Google's MediaPipe (numpy<2) lives in its own venv; the pose benchmark and its test compare against it.
+bench-deps: $(MP_VENV)/.installed
+$(MP_VENV)/.installed:
+	$(PYTHON) -m venv $(MP_VENV)
+	$(MP_VENV)/bin/pip install --quiet mediapipe==0.10.21
+	touch $@
+
+test: lint system-deps bench-deps
 	$(BIN)/pytest -q

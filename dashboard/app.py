@@ -1,57 +1,129 @@
-"""The judges' dashboard: REST for attempts, a WebSocket that pushes each call as it is made."""
+"""The judges' dashboard: live calls over a WebSocket, replays, appeals and the jury, history, audit.
 
-from __future__ import annotations
+Every route names the roles that may use it (the annotated type of its ``user`` parameter); a test
+walks the route table and checks that each refuses no session and every other role. Unsafe methods
+also pass the origin check (see :mod:`dashboard.auth`). Handlers that write run on the event loop,
+because they push events to the pages through the hub, which is not thread-safe; argon2 and
+remuxing run in the thread pool.
+"""
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
-from fastapi.responses import HTMLResponse
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    WebSocket,
+    WebSocketDisconnect,
+)
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
-from dashboard.hub import Hub
-from dashboard.store import AttemptStore
+from dashboard.auth import (
+    APPELLANTS,
+    COOKIE,
+    EVERYONE,
+    JURY,
+    ORGANIZER,
+    REFEREES,
+    SESSION_TTL_S,
+    AuthError,
+    User,
+)
+from dashboard.replay import PAD_US, Clip, ReplayError, archived_chunks, remux_clip, replay_payload
+from dashboard.state import DashboardState
+from dashboard.store import StoreError, lifts_csv
 
-Feed = Callable[["DashboardState"], Coroutine[Any, Any, None]]
+__all__ = ["DashboardState", "Feed", "create_app"]
+
+Feed = Callable[[DashboardState], Awaitable[None]]
+
+BACKLOG_LIMIT = 1000  # a page further behind than this gets a fresh snapshot instead
 
 
-class DashboardState:
-    """What the routes share: the store, the fan-out hub, and the live feed's health."""
+class Login(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=1000)
 
-    def __init__(self, store: AttemptStore, allowed_origins: set[str] | None = None) -> None:
-        self.store = store
-        self.hub = Hub()
-        self.allowed_origins = allowed_origins
-        self.feed_error: str | None = None
-        self._pending_explanations: dict[str, dict[str, Any]] = {}
 
-    def on_decision(self, msg: dict[str, Any]) -> None:
-        self.store.upsert_decision(msg)
-        self.hub.publish({"type": "decision", **msg})
-        pending = self._pending_explanations.pop(msg["attempt_id"], None)
-        if pending is not None:
-            self.on_explanation(pending)
+class TokenLogin(BaseModel):
+    token: str = Field(min_length=8, max_length=200)
 
-    def on_explanation(self, msg: dict[str, Any]) -> None:
-        # Topics are consumed independently, so an explanation may overtake its decision: hold it.
-        if not self.store.set_explanation(msg):
-            self._pending_explanations[msg["attempt_id"]] = msg
-            return
-        self.hub.publish({"type": "explanation", **msg})
 
-    def on_state(self, msg: dict[str, Any]) -> None:
-        self.hub.publish({"type": "state", **msg})
+class NewUser(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    role: str
+    password: str = Field(min_length=10, max_length=1000)
+    lifter: str | None = Field(default=None, max_length=200)
+
+
+class NewMeet(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    appeal_limit: int = 1
+
+
+class NewPlatform(BaseModel):
+    meet: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100)
+
+
+class NewCamera(BaseModel):
+    meet: str
+    platform: str
+    name: str = Field(min_length=1, max_length=100)
+    position: str = "side"
+
+
+class Assign(BaseModel):
+    lifter: str | None = Field(default=None, max_length=200)
+    attempt_number: int | None = Field(default=None, ge=1, le=3)
+    lift_name: str | None = Field(default="squat", max_length=20)
+
+
+class Lights(BaseModel):
+    left: Literal["good", "bad"] | None = None
+    head: Literal["good", "bad"] | None = None
+    right: Literal["good", "bad"] | None = None
+
+
+class Override(BaseModel):
+    verdict: Literal["good", "no_lift"]
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class NewAppeal(BaseModel):
+    lift_id: int
+    reason: str = Field(default="", max_length=2000)
+
+
+class AppealDecision(BaseModel):
+    reverse: bool
+    note: str = Field(default="", max_length=2000)
+
+
+def _store_errors(exc: StoreError) -> HTTPException:
+    return HTTPException(exc.status, str(exc))
 
 
 def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequence[APIRouter] = ()) -> FastAPI:
-    """``routers`` lets other services (WHIP ingest) share the dashboard's port, as the demo does."""
+    """``routers`` lets other services (WHIP ingest) share the dashboard's port, as the demo does;
+    they can protect themselves with ``state.auth.require(roles)``."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(feed(state)) if feed is not None else None
+        task = asyncio.ensure_future(feed(state)) if feed is not None else None
         try:
             yield
         finally:
@@ -59,43 +131,437 @@ def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequenc
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            await state.close()
 
-    app = FastAPI(title="meetvar dashboard", lifespan=lifespan)
+    app = FastAPI(
+        title="meetvar dashboard", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.dashboard = state
     for router in routers:
         app.include_router(router)
+    auth = state.auth
+    store = state.store
+
+    # One annotated type per access rule; each route's ``user`` parameter names the rule it follows.
+    AnyUser = Annotated[User, Depends(auth.require(EVERYONE))]
+    Organizer = Annotated[User, Depends(auth.require({ORGANIZER}))]
+    Referee = Annotated[User, Depends(auth.require(REFEREES))]
+    LightsEntry = Annotated[User, Depends(auth.require(REFEREES | {ORGANIZER}))]
+    Jury = Annotated[User, Depends(auth.require({JURY}))]
+    Appellant = Annotated[User, Depends(auth.require(APPELLANTS))]
+    AppealReader = Annotated[User, Depends(auth.require(APPELLANTS | {JURY, ORGANIZER}))]
+    Auditor = Annotated[User, Depends(auth.require({ORGANIZER, JURY}))]
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; style-src 'self'; "
+            "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+        )
+        if request.url.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    # --- public: the page, login ------------------------------------------------------------------
+
+    static_dir = resources.files("dashboard").joinpath("static")
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> str:
-        return resources.files("dashboard").joinpath("static/index.html").read_text(encoding="utf-8")
+        return static_dir.joinpath("index.html").read_text(encoding="utf-8")
 
-    @app.get("/api/attempts")
-    async def attempts(limit: int = 200) -> list[dict[str, Any]]:
-        return state.store.list(limit=max(1, min(limit, 1000)))
+    app.mount("/static", StaticFiles(directory=str(static_dir)), name="static")
+
+    def _set_session(response: Response, request: Request, user: User) -> None:
+        response.set_cookie(
+            COOKIE,
+            auth.start_session(user),
+            max_age=SESSION_TTL_S,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
+
+    @app.post("/api/login")
+    async def login(body: Login, request: Request, response: Response) -> dict[str, Any]:
+        auth.check_unsafe_request(request)
+        try:
+            user = await run_in_threadpool(auth.authenticate, body.name, body.password)
+        except AuthError as exc:
+            raise HTTPException(429, str(exc)) from exc
+        if user is None:
+            state.audit.append(body.name[:100], "-", "login_failed", "session", {"ip": _client(request)})
+            raise HTTPException(401, "wrong name or password")
+        _set_session(response, request, user)
+        state.record(user, "login", "session", {"ip": _client(request), "method": "password"})
+        return user.to_json()
+
+    @app.post("/api/login/token")
+    async def login_token(body: TokenLogin, request: Request, response: Response) -> dict[str, Any]:
+        auth.check_unsafe_request(request)
+        user = auth.redeem_login_token(body.token)
+        if user is None:
+            state.audit.append(
+                "-", "-", "login_failed", "session", {"ip": _client(request), "method": "token"}
+            )
+            raise HTTPException(401, "this login link is invalid, used or expired")
+        _set_session(response, request, user)
+        state.record(user, "login", "session", {"ip": _client(request), "method": "one-time token"})
+        return user.to_json()
+
+    @app.post("/api/logout")
+    async def logout(request: Request, response: Response) -> dict[str, bool]:
+        auth.check_unsafe_request(request)
+        user = auth.session_user(request.cookies.get(COOKIE))
+        auth.end_session(request.cookies.get(COOKIE))
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        if user is not None:
+            state.record(user, "logout", "session")
+        return {"ok": True}
 
     @app.get("/api/health")
     async def health() -> dict[str, Any]:
-        return {
-            "ok": state.feed_error is None,
-            "feed_error": state.feed_error,
-            "clients": state.hub.client_count,
-        }
+        return {"ok": state.feed_error is None}
+
+    # --- everyone signed in (viewers included) ------------------------------------------------------
+
+    @app.get("/api/me")
+    async def me(user: AnyUser) -> dict[str, Any]:
+        return {**user.to_json(), "feed_error": state.feed_error, "clients": state.hub.client_count}
+
+    @app.get("/api/attempts")
+    async def attempts(user: AnyUser, limit: int = 200) -> list[dict[str, Any]]:
+        return store.recent_attempts(limit=max(1, min(limit, 1000)))
+
+    @app.get("/api/lifts")
+    async def lifts(
+        user: AnyUser,
+        lifter: str | None = None,
+        attempt: int | None = None,
+        call: Literal["good", "no_lift", "undecided"] | None = None,
+        limit: int = 200,
+    ) -> list[dict[str, Any]]:
+        return store.lifts(lifter=lifter, attempt_number=attempt, call=call, limit=max(1, min(limit, 5000)))
+
+    @app.get("/api/lifts/{lift_id}")
+    async def lift(user: AnyUser, lift_id: int) -> dict[str, Any]:
+        found = store.lift(lift_id)
+        if found is None:
+            raise HTTPException(404, f"no lift {lift_id}")
+        return found
+
+    @app.get("/api/lifts/{lift_id}/replay")
+    def replay(user: AnyUser, lift_id: int) -> dict[str, Any]:
+        """One pane per camera: clip URL, the capture time of video time 0, the window's poses,
+        the rule landmarks at the bottom frame and the margin over time."""
+        found = store.lift(lift_id)
+        if found is None:
+            raise HTTPException(404, f"no lift {lift_id}")
+        panes = []
+        for cam in found["cameras"]:
+            clip, error = _cached_clip(cam)
+            frames = store.pose_frames(cam["attempt_id"])
+            url = f"/api/clip.mp4?attempt_id={cam['attempt_id']}"
+            panes.append(replay_payload(cam, frames, clip, error, url))
+        return {"lift": found, "panes": panes}
+
+    def _clip_for(cam: dict[str, Any]) -> tuple[Clip | None, str | None]:
+        if state.archive is None:
+            return None, "no video archive is configured for this dashboard"
+        times = cam["attempt"].get("capture_us") or {}
+        key = f"{cam['meet']}/{cam['platform']}/{cam['camera']}"
+        try:
+            chunks = archived_chunks(
+                state.archive, key, int(times.get("start", 0)) - PAD_US, int(times.get("end", 0)) + PAD_US
+            )
+            return remux_clip(state.archive, chunks), None
+        except ReplayError as exc:
+            return None, str(exc)
+
+    clip_cache: OrderedDict[str, Clip] = OrderedDict()
+
+    def _cached_clip(cam: dict[str, Any]) -> tuple[Clip | None, str | None]:
+        """Browsers fetch a video in several range requests; remux once per attempt and decision."""
+        key = f"{cam['attempt_id']}@{cam['decided_us']}"
+        if key in clip_cache:
+            clip_cache.move_to_end(key)
+            return clip_cache[key], None
+        made, error = _clip_for(cam)
+        if made is not None:
+            clip_cache[key] = made
+            while len(clip_cache) > 16:
+                clip_cache.popitem(last=False)
+        return made, error
+
+    @app.get("/api/clip.mp4")
+    def clip(user: AnyUser, request: Request, attempt_id: str = Query(max_length=300)) -> Response:
+        """The attempt's clip as MP4, with byte ranges: Chrome seeks only in a video served with them."""
+        cam = store.attempt(attempt_id)
+        if cam is None:
+            raise HTTPException(404, "no such attempt")
+        made, error = _cached_clip(cam)
+        if made is None:
+            raise HTTPException(404, error or "no clip")
+        data = made.mp4
+        headers = {"Cache-Control": "private, max-age=300", "Accept-Ranges": "bytes"}
+        wanted = _byte_range(request.headers.get("range"), len(data))
+        if wanted is None:
+            return Response(data, media_type="video/mp4", headers=headers)
+        start, end = wanted
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        return Response(data[start : end + 1], status_code=206, media_type="video/mp4", headers=headers)
+
+    @app.get("/api/states")
+    async def states(user: AnyUser) -> list[dict[str, Any]]:
+        return store.states()
+
+    @app.get("/api/history.csv")
+    async def history_csv(
+        user: AnyUser,
+        lifter: str | None = None,
+        attempt: int | None = None,
+        call: Literal["good", "no_lift", "undecided"] | None = None,
+    ) -> PlainTextResponse:
+        rows = store.lifts(lifter=lifter, attempt_number=attempt, call=call, limit=100_000)
+        return PlainTextResponse(
+            lifts_csv(rows),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="meetvar-history.csv"'},
+        )
+
+    @app.get("/api/agreement")
+    async def agreement(user: AnyUser) -> dict[str, Any]:
+        return store.agreement()
+
+    # --- organizer: the meet, its platforms, cameras and accounts ------------------------------------
+
+    @app.get("/api/users")
+    async def list_users(user: Organizer) -> list[dict[str, Any]]:
+        return [u.to_json() for u in auth.users()]
+
+    @app.post("/api/users")
+    async def add_user(user: Organizer, body: NewUser) -> dict[str, Any]:
+        try:
+            created = await run_in_threadpool(
+                auth.create_user, body.name, body.role, body.password, body.lifter
+            )
+        except AuthError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        state.record(
+            user, "user_created", f"user/{created.name}", {"role": created.role, "lifter": created.lifter}
+        )
+        return created.to_json()
+
+    @app.post("/api/users/{name}/disable")
+    async def disable_user(user: Organizer, name: str) -> dict[str, bool]:
+        if name == user.name:
+            raise HTTPException(409, "you cannot disable your own account")
+        try:
+            auth.set_active(name, False)
+        except AuthError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        state.record(user, "user_disabled", f"user/{name}")
+        return {"ok": True}
+
+    @app.get("/api/config")
+    async def config(user: Organizer) -> dict[str, Any]:
+        return store.config()
+
+    @app.post("/api/meets")
+    async def add_meet(user: Organizer, body: NewMeet) -> dict[str, Any]:
+        try:
+            out = store.add_meet(body.name, body.appeal_limit)
+        except StoreError as exc:
+            raise _store_errors(exc) from exc
+        state.record(
+            user, "meet_saved", f"meet/{body.name}", {"meet": body.name, "appeal_limit": body.appeal_limit}
+        )
+        return out
+
+    @app.post("/api/platforms")
+    async def add_platform(user: Organizer, body: NewPlatform) -> dict[str, Any]:
+        try:
+            out = store.add_platform(body.meet, body.name)
+        except StoreError as exc:
+            raise _store_errors(exc) from exc
+        state.record(user, "platform_saved", f"{body.meet}/{body.name}", {"meet": body.meet})
+        return out
+
+    @app.post("/api/cameras")
+    async def add_camera(user: Organizer, body: NewCamera) -> dict[str, Any]:
+        try:
+            out = store.add_camera(body.meet, body.platform, body.name, body.position)
+        except StoreError as exc:
+            raise _store_errors(exc) from exc
+        state.record(user, "camera_saved", out["key"], {"meet": body.meet, "position": body.position})
+        return out
+
+    @app.post("/api/lifts/{lift_id}/assign")
+    async def assign(user: Organizer, lift_id: int, body: Assign) -> dict[str, Any]:
+        try:
+            store.assign_lift(lift_id, body.lifter, body.attempt_number, body.lift_name)
+        except StoreError as exc:
+            raise _store_errors(exc) from exc
+        state.record(user, "lift_assigned", f"lift/{lift_id}", body.model_dump())
+        state.publish_lift(lift_id)
+        return store.lift(lift_id) or {}
+
+    # --- referees: lights and overrides ------------------------------------------------------------------
+
+    @app.post("/api/lifts/{lift_id}/lights")
+    async def set_lights(user: LightsEntry, lift_id: int, body: Lights) -> dict[str, Any]:
+        try:
+            row = store.set_lights(lift_id, body.model_dump(), user.name)
+        except StoreError as exc:
+            raise _store_errors(exc) from exc
+        state.record(user, "lights_entered", f"lift/{lift_id}", row)
+        state.publish_lift(lift_id)
+        return store.lift(lift_id) or {}
+
+    @app.post("/api/lifts/{lift_id}/override")
+    async def override(user: Referee, lift_id: int, body: Override) -> dict[str, Any]:
+        try:
+            row = store.add_override(lift_id, user.name, user.role, body.verdict, body.reason)
+        except StoreError as exc:
+            raise _store_errors(exc) from exc
+        state.record(
+            user, "override", f"lift/{lift_id}", {"verdict": row["verdict"], "reason": row["reason"]}
+        )
+        state.publish_lift(lift_id)
+        return row
+
+    # --- appeals and the jury ------------------------------------------------------------------------------
+
+    @app.get("/api/appeals")
+    async def list_appeals(
+        user: AppealReader, status: Literal["pending", "reversed", "upheld"] | None = None
+    ) -> list[dict[str, Any]]:
+        # A lifter or coach sees only their lifter's appeals.
+        lifter = user.lifter if user.role in APPELLANTS else None
+        if user.role in APPELLANTS and not lifter:
+            return []
+        return store.appeals(status=status, lifter=lifter)
+
+    @app.post("/api/appeals")
+    async def file_appeal(user: Appellant, body: NewAppeal) -> dict[str, Any]:
+        if not user.lifter:
+            raise HTTPException(403, "this account speaks for no lifter")
+        try:
+            row = store.file_appeal(body.lift_id, user.lifter, user.name, body.reason)
+        except StoreError as exc:
+            raise _store_errors(exc) from exc
+        state.record(
+            user,
+            "appeal_filed",
+            f"lift/{body.lift_id}",
+            {"appeal": row["id"], "lifter": row["lifter"], "meet": row["meet"]},
+        )
+        state.publish({"type": "appeal", "appeal": row})
+        state.publish_lift(body.lift_id)
+        return row
+
+    @app.post("/api/appeals/{appeal_id}/decide")
+    async def decide_appeal(user: Jury, appeal_id: int, body: AppealDecision) -> dict[str, Any]:
+        try:
+            row = store.decide_appeal(appeal_id, user.name, body.reverse, body.note)
+        except StoreError as exc:
+            raise _store_errors(exc) from exc
+        state.record(
+            user,
+            "appeal_decided",
+            f"appeal/{appeal_id}",
+            {"status": row["status"], "lift": row["lift_id"], "meet": row["meet"]},
+        )
+        state.publish({"type": "appeal", "appeal": row})
+        state.publish_lift(int(row["lift_id"]))
+        return row
+
+    # --- audit ---------------------------------------------------------------------------------------------
+
+    @app.get("/api/audit")
+    async def audit_entries(user: Auditor, after: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+        return state.audit.entries(limit=max(1, min(limit, 5000)), after_id=after)
+
+    @app.get("/api/audit/verify")
+    async def audit_verify(user: Auditor) -> JSONResponse:
+        result = await run_in_threadpool(state.audit.verify)
+        return JSONResponse(result.to_json(), status_code=200 if result.ok else 409)
+
+    # --- the live feed -----------------------------------------------------------------------------------
 
     @app.websocket("/ws")
-    async def ws(socket: WebSocket) -> None:
-        origin = socket.headers.get("origin")
-        if state.allowed_origins is not None and origin is not None and origin not in state.allowed_origins:
+    async def ws(socket: WebSocket, since: int | None = None) -> None:
+        if not auth.websocket_origin_ok(socket):
             await socket.close(code=1008, reason="origin not allowed")
+            return
+        user = auth.user_for(socket.cookies.get(COOKIE))
+        if user is None:
+            await socket.close(code=1008, reason="log in first")
             return
         await socket.accept()
         q = state.hub.subscribe()
         try:
-            # A client that (re)connects first gets what it missed, then the live events.
-            await socket.send_json({"type": "snapshot", "attempts": state.store.list()})
+            last = await _catch_up(socket, since)
             while True:
-                await socket.send_json(await q.get())
+                event = await q.get()
+                seq = event.get("seq")
+                if seq is not None and seq <= last:
+                    continue  # already sent in the snapshot or backlog
+                await socket.send_json(event)
         except WebSocketDisconnect:
             pass
         finally:
             state.hub.unsubscribe(q)
 
+    async def _catch_up(socket: WebSocket, since: int | None) -> int:
+        """A page that (re)connects with its cursor gets exactly the events it missed; a new page, or
+        one too far behind, gets a snapshot. Subscribed before reading, so nothing falls in between."""
+        head = store.last_seq()
+        if since is not None and 0 <= since <= head:
+            backlog = store.events_after(since, BACKLOG_LIMIT + 1)
+            if len(backlog) <= BACKLOG_LIMIT:
+                for event in backlog:
+                    await socket.send_json(event)
+                last = backlog[-1]["seq"] if backlog else since
+                await socket.send_json({"type": "caught_up", "cursor": last, "replayed": len(backlog)})
+                return int(last)
+        await socket.send_json(
+            {
+                "type": "snapshot",
+                "cursor": head,
+                "attempts": store.recent_attempts(),
+                "lifts": store.lifts(limit=100),
+                "states": store.states(),
+            }
+        )
+        return head
+
     return app
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` → inclusive (start, end); None for the whole body."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header[len("bytes=") :].strip().partition("-")
+    try:
+        if first == "":
+            n = int(last)
+            return (max(0, size - n), size - 1) if n > 0 else None
+        start = int(first)
+        end = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if start >= size or end < start:
+        raise HTTPException(416, "range not satisfiable", headers={"Content-Range": f"bytes */{size}"})
+    return start, min(end, size - 1)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "-"

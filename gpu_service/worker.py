@@ -1,33 +1,72 @@
 """The pose worker: ``video.chunks`` in, one ``poses`` message per frame out.
 
 A consumer-group member, so more workers share the cameras. Each camera stream keeps its own tracker
-(the detector runs only when the track is lost). Offsets are committed after a chunk's poses are sent:
+(the detector runs only when the track is lost). Offsets are committed after a poll's poses are sent:
 a worker killed mid-chunk makes its successor redo that chunk, and the referee drops the repeated
 frames by capture time, so nothing is lost and nothing is counted twice.
+
+Batching across cameras: each poll takes what the consumer has buffered, up to ``max_batch`` records,
+waiting at most ``max_wait_ms`` for the first (the latency bound). Chunks of *different* streams in one
+poll are run in lock-step: frame i of every such chunk is cropped by its own tracker, the crops go to
+the landmark model as one batch (when the trackers share a backend, see :func:`shared_tracker_factory`),
+and each tracker finishes its own frame. Chunks of the same stream stay in order. A batch never
+changes a pose: rows are independent (tests/test_backends.py checks batched == unbatched).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from gpu_service.blazepose import BlazePoseTracker
-from ingest.chunk_decoder import decode_chunk
+from gpu_service.backends.base import InferenceBackend, create_backend
+from gpu_service.blazepose import LANDMARK, BlazePoseTracker, PendingPose, model_files
+from ingest.chunk_decoder import Yuv420, decode_chunk_yuv
 from ingest.errors import ChunkDecodeError
-from referee.keypoints import PoseFrame
 from stream_processors.object_store import ObjectStore, ObjectStoreError
 from stream_processors.schemas import ChunkMeta, PoseMsg, SchemaError, unpack_chunk
 from stream_processors.topics import POSES
 
 log = structlog.get_logger()
 TrackerFactory = Callable[[], BlazePoseTracker]
+DEFAULT_MAX_BATCH = 8
+DEFAULT_MAX_WAIT_MS = 20.0
+
+
+def decode_for_pose(data: bytes, expected_frames: int, *, crc32: int | None = None) -> list[Yuv420]:
+    """The one way a chunk becomes the pose model's pixels, live (this worker) and offline (``meetvar
+    judge``): the decoder's YUV planes, which the tracker crops from directly. Keeping this in one
+    function is what keeps live and offline poses identical."""
+    return decode_chunk_yuv(data, expected_frames, crc32=crc32)
+
+
+def shared_tracker_factory(
+    backend: str = "onnxruntime", *, threads: int = 1, **options: Any
+) -> TrackerFactory:
+    """A factory whose trackers all use one backend instance: one set of model sessions (or one GPU
+    engine) for every camera, and what lets the worker batch their crops into one call."""
+    shared: InferenceBackend = create_backend(backend, model_files().specs(), threads=threads, **options)
+    return lambda: BlazePoseTracker(backend=shared)
+
+
+@dataclass
+class _Job:
+    """One chunk of one stream in a poll: its frames, its tracker and the messages made so far."""
+
+    key: str
+    meta: ChunkMeta
+    base: dict[str, Any]
+    tracker: BlazePoseTracker | None = None
+    frames: list[Yuv420] = field(default_factory=list)
+    out: list[PoseMsg] = field(default_factory=list)
+    error: Exception | None = None
 
 
 class PoseWorker:
@@ -38,6 +77,34 @@ class PoseWorker:
 
     def poses_for_chunk(self, key: str, meta: ChunkMeta, data: bytes) -> list[PoseMsg]:
         """CPU-bound: decode the chunk and run pose on each frame. Raises on unreadable input."""
+        result = self.poses_for_chunks([(key, meta, data)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def poses_for_chunks(
+        self, items: Sequence[tuple[str, ChunkMeta, bytes]]
+    ) -> list[list[PoseMsg] | Exception]:
+        """Poses of several chunks, those of different streams batched frame by frame (module doc).
+
+        Chunks are taken in rounds: round r holds the r-th chunk of each stream key, so chunks of one
+        stream are processed in order. A chunk that cannot be fetched or decoded gives its exception
+        (ChunkDecodeError, ObjectStoreError) in its place and loses only itself; it is detected before
+        any tracker sees a frame of its round, so the others' poses do not depend on it.
+        """
+        per_key: dict[str, list[int]] = defaultdict(list)
+        for i, (key, _, _) in enumerate(items):
+            per_key[key].append(i)
+        results: list[list[PoseMsg] | Exception] = [[] for _ in items]
+        rounds = max((len(v) for v in per_key.values()), default=0)
+        for r in range(rounds):
+            jobs = [(i, self._open(*items[i])) for idx in per_key.values() if r < len(idx) for i in [idx[r]]]
+            self._run_lockstep([job for _, job in jobs if job.error is None])
+            for i, job in jobs:
+                results[i] = job.error if job.error is not None else job.out
+        return results
+
+    def _open(self, key: str, meta: ChunkMeta, data: bytes) -> _Job:
         base: dict[str, Any] = {
             "meet": meta.meet,
             "platform": meta.platform,
@@ -45,41 +112,102 @@ class PoseWorker:
             "stream_start_us": meta.stream_start_us,
             "seq": meta.seq,
         }
+        job = _Job(key, meta, base)
         stream = (key, meta.stream_start_us)
         if meta.end_of_stream:
             self._trackers.pop(stream, None)
-            return [PoseMsg(**base, end_of_stream=True)]
+            job.out.append(PoseMsg(**base, end_of_stream=True))
+            return job
         if stream not in self._trackers:
             # A new stream of this camera (a restart or the next loop): forget the old track.
             for old in [s for s in self._trackers if s[0] == key]:
                 del self._trackers[old]
             self._trackers[stream] = self._factory()
-        tracker = self._trackers[stream]
-        if meta.ref is not None:
-            data = self._store.get(meta.ref)
-        frames: list[npt.NDArray[np.uint8]] = decode_chunk(data, len(meta.capture_us))
-        out = []
-        for i, (rgb, capture_us) in enumerate(zip(frames, meta.capture_us, strict=False)):
-            t0 = time.perf_counter()
-            pose: PoseFrame = tracker.process(rgb, capture_us, meta.first_frame_index + i)
-            out.append(PoseMsg(**base, frame=pose.to_json(), latency_ms=(time.perf_counter() - t0) * 1e3))
+        try:
+            if meta.ref is not None:
+                data = self._store.get(meta.ref)
+            job.frames = decode_for_pose(data, len(meta.capture_us))
+        except (ChunkDecodeError, ObjectStoreError) as exc:
+            job.error = exc
+            return job
+        job.tracker = self._trackers[stream]
+        return job
+
+    def _run_lockstep(self, jobs: list[_Job]) -> None:
+        live = [j for j in jobs if j.tracker is not None]
+        steps = max((min(len(j.frames), len(j.meta.capture_us)) for j in live), default=0)
+        for i in range(steps):
+            batch: list[tuple[_Job, PendingPose, float]] = []
+            for job in live:
+                if i >= len(job.frames) or i >= len(job.meta.capture_us):
+                    continue
+                assert job.tracker is not None
+                t0 = time.perf_counter()
+                pending = job.tracker.prepare(
+                    job.frames[i], job.meta.capture_us[i], job.meta.first_frame_index + i
+                )
+                batch.append((job, pending, time.perf_counter() - t0))
+            outputs = self._landmarks([(j.tracker, p) for j, p, _ in batch])
+            model_s = outputs.pop(-1)
+            for (job, pending, pre_s), out in zip(batch, outputs, strict=True):
+                assert job.tracker is not None
+                t0 = time.perf_counter()
+                pose = job.tracker.finish(pending, out)
+                latency_ms = (pre_s + float(model_s or 0.0) + time.perf_counter() - t0) * 1e3
+                job.out.append(PoseMsg(**job.base, frame=pose.to_json(), latency_ms=latency_ms))
+
+    @staticmethod
+    def _landmarks(pending: list[tuple[BlazePoseTracker | None, PendingPose]]) -> list[Any]:
+        """Landmark-model outputs for each pending frame (None where there is no crop), one model call
+        per distinct backend; the last element is the seconds the model calls took."""
+        t0 = time.perf_counter()
+        out: list[Any] = [None] * len(pending)
+        groups: dict[int, list[int]] = defaultdict(list)
+        backends: dict[int, InferenceBackend] = {}
+        for k, (tracker, p) in enumerate(pending):
+            if tracker is not None and p.tensor is not None:
+                groups[id(tracker.backend)].append(k)
+                backends[id(tracker.backend)] = tracker.backend
+        for bid, rows in groups.items():
+            tensors = np.concatenate([pending[k][1].tensor for k in rows], axis=0)
+            result = backends[bid].run(LANDMARK, tensors)
+            for row, k in enumerate(rows):
+                out[k] = {name: value[row : row + 1] for name, value in result.items()}
+        out.append(time.perf_counter() - t0)
         return out
 
 
-async def run(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, worker: PoseWorker) -> None:
+async def run(
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    worker: PoseWorker,
+    *,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+) -> None:
     loop = asyncio.get_running_loop()
-    async for record in consumer:
-        key = (record.key or b"").decode(errors="replace")
-        try:
-            meta, data = unpack_chunk(record.value or b"")
-            msgs = await loop.run_in_executor(None, worker.poses_for_chunk, key, meta, data)
-        except (SchemaError, ChunkDecodeError, ObjectStoreError) as exc:
-            # Bad input loses only itself: the chunk is logged as a gap and the stream goes on.
-            log.error("pose.chunk_skipped", key=key, offset=record.offset, error=str(exc))
-            await consumer.commit()
+    while True:
+        polled = await consumer.getmany(timeout_ms=int(max_wait_ms), max_records=max_batch)
+        records = [rec for part in polled.values() for rec in part]
+        if not records:
             continue
-        for msg in msgs:
-            await producer.send(POSES, msg.dump(), key=record.key)
+        good: list[tuple[Any, tuple[str, ChunkMeta, bytes]]] = []
+        for record in records:
+            key = (record.key or b"").decode(errors="replace")
+            try:
+                meta, data = unpack_chunk(record.value or b"")
+            except SchemaError as exc:
+                log.error("pose.chunk_skipped", key=key, offset=record.offset, error=str(exc))
+                continue
+            good.append((record, (key, meta, data)))
+        results = await loop.run_in_executor(None, worker.poses_for_chunks, [g for _, g in good])
+        for (record, (key, meta, _)), msgs in zip(good, results, strict=True):
+            if isinstance(msgs, Exception):
+                # Bad input loses only itself: the chunk is logged as a gap and the stream goes on.
+                log.error("pose.chunk_skipped", key=key, offset=record.offset, error=str(msgs))
+                continue
+            for msg in msgs:
+                await producer.send(POSES, msg.dump(), key=record.key)
+            log.debug("pose.chunk_done", key=key, seq=meta.seq, frames=len(msgs))
         await producer.flush()
         await consumer.commit()
-        log.debug("pose.chunk_done", key=key, seq=meta.seq, frames=len(msgs))

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer
 
+from ingest.chunker import Chunk
 from ingest.normalize import chunks_from_file
 from ingest.pacing import paced
 from stream_processors.object_store import ObjectStore
@@ -52,6 +53,78 @@ class StreamStats:
     by_reference: int = 0
 
 
+class ChunkSink:
+    """One stream of one camera into ``video.chunks``: the single place that turns chunks into messages.
+
+    Files, pull sources and WHIP sessions all publish through it, so the message format, the claim
+    check and the end-of-stream marker cannot drift apart between them. ``start_us`` identifies the
+    stream (``stream_start_us``): a reconnecting camera starts a new sink, and so a new stream.
+    """
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        camera: CameraId,
+        store: ObjectStore,
+        *,
+        start_us: int,
+        inline_limit: int = DEFAULT_INLINE_LIMIT,
+    ) -> None:
+        self.producer = producer
+        self.camera = camera
+        self.store = store
+        self.start_us = start_us
+        self.inline_limit = inline_limit
+        self.stats = StreamStats()
+        self.ended = False
+        self._key = camera.key.encode()
+        self._base: dict[str, Any] = {
+            "meet": camera.meet,
+            "platform": camera.platform,
+            "camera": camera.camera,
+            "stream_start_us": start_us,
+        }
+
+    async def send(self, chunk: Chunk) -> ChunkMeta:
+        """Produce one chunk and wait for the broker's ack: a returned chunk is stored, never lost."""
+        if self.ended:
+            raise RuntimeError(f"stream {self.camera.key}@{self.start_us} has ended; start a new ChunkSink")
+        data = chunk.data
+        ref = None
+        if len(data) > self.inline_limit:
+            ref = self.store.put(f"{self.camera.key}/{self.start_us}/{chunk.seq:08d}.ts", data)
+            data = b""
+            self.stats.by_reference += 1
+        meta = ChunkMeta(
+            **self._base,
+            seq=self.stats.chunks,
+            first_frame_index=self.stats.frames,
+            capture_us=list(chunk.capture_us),
+            pts_us=list(chunk.pts_us),
+            codec=chunk.codec,
+            container=chunk.container,
+            width=chunk.width,
+            height=chunk.height,
+            size=len(chunk.data),
+            ref=ref,
+        )
+        await self.producer.send_and_wait(VIDEO_CHUNKS, pack_chunk(meta, data), key=self._key)
+        self.stats.chunks += 1
+        self.stats.frames += chunk.frame_count
+        self.stats.bytes += len(chunk.data)
+        return meta
+
+    async def end(self) -> None:
+        """The end-of-stream marker, so consumers close the stream now instead of timing out on it."""
+        if self.ended:
+            return
+        eos = ChunkMeta(
+            **self._base, seq=self.stats.chunks, first_frame_index=self.stats.frames, end_of_stream=True
+        )
+        await self.producer.send_and_wait(VIDEO_CHUNKS, pack_chunk(eos, b""), key=self._key)
+        self.ended = True
+
+
 async def publish_file(
     producer: AIOKafkaProducer,
     path: Path,
@@ -64,41 +137,9 @@ async def publish_file(
 ) -> StreamStats:
     """Stream one pass of a file as a camera, paced at ``speed`` × real time (0 = as fast as possible)."""
     start = start_us if start_us is not None else time.time_ns() // 1000
-    stats = StreamStats()
-    key = camera.key.encode()
-    base: dict[str, Any] = {
-        "meet": camera.meet,
-        "platform": camera.platform,
-        "camera": camera.camera,
-        "stream_start_us": start,
-    }
-    frame_index = 0
+    sink = ChunkSink(producer, camera, store, start_us=start, inline_limit=inline_limit)
     async for chunk in paced(chunks_from_file(path, start_us=start), speed=speed):
-        data = chunk.data
-        ref = None
-        if len(data) > inline_limit:
-            ref = store.put(f"{camera.key}/{start}/{chunk.seq:08d}.ts", data)
-            data = b""
-            stats.by_reference += 1
-        meta = ChunkMeta(
-            **base,
-            seq=chunk.seq,
-            first_frame_index=frame_index,
-            capture_us=list(chunk.capture_us),
-            pts_us=list(chunk.pts_us),
-            codec=chunk.codec,
-            container=chunk.container,
-            width=chunk.width,
-            height=chunk.height,
-            size=len(chunk.data),
-            ref=ref,
-        )
-        await producer.send_and_wait(VIDEO_CHUNKS, pack_chunk(meta, data), key=key)
-        frame_index += chunk.frame_count
-        stats.chunks += 1
-        stats.frames += chunk.frame_count
-        stats.bytes += len(chunk.data)
-    eos = ChunkMeta(**base, seq=stats.chunks, first_frame_index=frame_index, end_of_stream=True)
-    await producer.send_and_wait(VIDEO_CHUNKS, pack_chunk(eos, b""), key=key)
-    log.info("ingest.stream_done", camera=camera.key, **stats.__dict__)
-    return stats
+        await sink.send(chunk)
+    await sink.end()
+    log.info("ingest.stream_done", camera=camera.key, **sink.stats.__dict__)
+    return sink.stats

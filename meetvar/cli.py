@@ -19,7 +19,15 @@ DEFAULT_CAMERA = "demo/platform-1/side"
 
 # Modules that add their own subcommands: each defines ``register(subparsers) -> None`` and keeps its
 # heavy imports inside the command function, so ``meetvar --help`` stays instant.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "meetvar.cmd_archive",
+    "meetvar.cmd_replay",
+    "meetvar.cmd_kinesis",
+    "dashboard.cli",
+    "meetvar.cmd_camera",
+    "meetvar.cmd_bench",
+    "gpu_service.rtmpose_export",
+)
 
 
 def bundled_clip() -> Path:
@@ -71,6 +79,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from meetvar.judge import judge_video
     from referee.config import RefereeConfig
 
+    if args.mocap:
+        from meetvar.mocap import evaluate_mocap, format_mocap_table
+
+        root = Path(args.mocap)
+        if not root.is_dir():
+            raise UserError(f"no such folder: {root} — pass the folder holding the .trc / FK .csv recordings")
+        mocap = evaluate_mocap(root)
+        print(json.dumps(mocap) if args.json else format_mocap_table(mocap))
+        return 0
+    if not args.videos or not args.labels:
+        raise UserError("pass --videos DIR and --labels CSV (or --mocap DIR for the 3D projection test)")
     videos, labels = Path(args.videos), Path(args.labels)
     if not videos.is_dir():
         raise UserError(f"no such folder: {videos} — pass the folder the labels' file names are relative to")
@@ -142,7 +161,15 @@ def cmd_referee(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from meetvar.services import run_dashboard
 
-    return run_dashboard(args.broker, args.host, args.port, Path(args.db))
+    return run_dashboard(
+        args.broker,
+        args.host,
+        args.port,
+        args.db,
+        archive=args.store,
+        anonymous_viewer=args.anonymous_viewer,
+        public_url=args.public_url,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     judge.set_defaults(func=cmd_judge)
 
     ev = sub.add_parser("evaluate", help="agreement of judge with a labels CSV of real footage")
-    ev.add_argument("--videos", required=True, help="folder the labels' file names are relative to")
-    ev.add_argument("--labels", required=True, help="CSV: file, rep, bottom_time_s, label, confidence, view")
+    ev.add_argument("--videos", help="folder the labels' file names are relative to")
+    ev.add_argument("--labels", help="CSV: file, rep, bottom_time_s, label, confidence, view")
+    ev.add_argument("--mocap", help="folder of 3D recordings: project into cameras, compare with 3D truth")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--fit", action="store_true", help="fit the surface offset, cross-validated by video")
     ev.add_argument("--threads", type=int, default=1)
@@ -201,7 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--broker", required=True)
     dash.add_argument("--host", default="127.0.0.1")
     dash.add_argument("--port", type=int, default=8000)
-    dash.add_argument("--db", required=True, help="SQLite file for attempts")
+    dash.add_argument("--db", required=True, help="SQLite file, or a SQLAlchemy URL (postgresql+psycopg://…)")
+    dash.add_argument("--store", help="the archive (folder or s3:// URL) of the chunks, for replays")
+    dash.add_argument(
+        "--anonymous-viewer", action="store_true", help="read-only access without login (loopback only)"
+    )
+    dash.add_argument("--public-url", help="the https URL users reach the dashboard at, for origin checks")
     dash.set_defaults(func=cmd_dashboard)
 
     for name in COMMAND_MODULES:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -89,6 +91,9 @@ class Demo:
             asyncio.run(ensure_topics(broker.bootstrap, ALL_TOPICS))
             b = broker.bootstrap
             store = str(data / "objects")
+            # No default password: a one-time organizer login link, handed to the dashboard in its
+            # environment (not its argv, which any local user can read) and printed below.
+            login_token = secrets.token_urlsafe(24)
             self._spawn(
                 "dashboard",
                 [
@@ -101,11 +106,20 @@ class Demo:
                     str(self.port),
                     "--db",
                     str(data / "meetvar.sqlite"),
+                    "--store",
+                    store,
+                    "--anonymous-viewer",
                 ],
                 logs,
+                env={
+                    "MEETVAR_LOGIN_TOKEN": login_token,
+                    "MEETVAR_WHIP_TOKENS": str(data / "whip-tokens.json"),
+                },
             )
             self._spawn("pose", ["pose-worker", "--broker", b, "--store", store], logs)
             self._spawn("referee", ["referee", "--broker", b, "--data-dir", str(data / "referee")], logs)
+            # Every chunk and decision kept in the object store: replays and audits read from there.
+            self._spawn("archiver", ["archiver", "--broker", b, "--store", store], logs)
             ingest = [
                 "ingest",
                 str(self.video),
@@ -124,9 +138,13 @@ class Demo:
                 f"meetvar demo is running\n"
                 f"  dashboard   {url}   (live calls over {url.replace('http', 'ws')}/ws,"
                 f" JSON at {url}/api/attempts)\n"
+                f"  sign in     {url}/#login={login_token}   (one-time organizer login, valid 1 h;"
+                f" without it the page is read-only)\n"
                 f"  broker      Tansu (Kafka protocol) at {b}, in memory\n"
                 f"  services    ingest ({self.video.name}, {'looping' if self.loop else 'once'}), "
-                f"pose worker (BlazePose, ONNX Runtime CPU), referee (faust)\n"
+                f"pose worker (BlazePose, ONNX Runtime CPU), referee (faust), archiver\n"
+                f"  cameras     WHIP at {url}/whip/<meet~platform~camera> (tokens: meetvar whip-token …"
+                f" --tokens {data / 'whip-tokens.json'}), phone page {url}/whip/publish\n"
                 f"  data, logs  {data}\n"
                 f"Press Ctrl-C to stop everything.",
                 flush=True,
@@ -140,7 +158,7 @@ class Demo:
             broker.stop()
             signal.signal(signal.SIGTERM, previous)
 
-    def _spawn(self, name: str, args: list[str], logs: Path) -> None:
+    def _spawn(self, name: str, args: list[str], logs: Path, env: dict[str, str] | None = None) -> None:
         log_path = logs / f"{name}.log"
         log_file = log_path.open("ab")
         proc = subprocess.Popen(
@@ -148,6 +166,7 @@ class Demo:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
             start_new_session=True,  # Ctrl-C reaches the demo only; it stops the children in order
             preexec_fn=_die_with_parent,
         )
@@ -173,7 +192,7 @@ class Demo:
 
     def _stop_children(self) -> None:
         # Stop the source first so nothing new enters, then the consumers, then the dashboard.
-        order = {"ingest": 0, "pose": 1, "referee": 2, "dashboard": 3}
+        order = {"ingest": 0, "pose": 1, "referee": 2, "archiver": 3, "dashboard": 4}
         for child in sorted(self.children, key=lambda c: order.get(c.name, 9)):
             if child.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

@@ -8,6 +8,7 @@ count only H and M confidence rows, as the labels file asks; L rows are reported
 from __future__ import annotations
 
 import csv
+import itertools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -167,7 +168,7 @@ def fit_offset(samples: list[tuple[str, float, str]], bound: float = 0.3) -> flo
     the middle of the widest interval, so the boundary sits as far from both classes as the data allow.
     """
     margins = sorted({m for _, m, _ in samples})
-    cuts = [-bound] + [(a + b) / 2 for a, b in zip(margins, margins[1:], strict=False)] + [bound]
+    cuts = [-bound] + [(a + b) / 2 for a, b in itertools.pairwise(margins)] + [bound]
     cuts = sorted({min(bound, max(-bound, c)) for c in cuts} | {-bound, bound})
 
     def score(offset: float) -> int:

@@ -71,8 +71,7 @@ async def run_ingest(bootstrap: str, video: Path, camera: str, store: Path, loop
 
 
 async def run_pose_worker(bootstrap: str, store: Path, threads: int) -> int:
-    from gpu_service.blazepose import BlazePoseTracker
-    from gpu_service.worker import PoseWorker, run
+    from gpu_service.worker import PoseWorker, run, shared_tracker_factory
 
     configure("pose")
     await wait_for_broker(bootstrap, timeout=10)
@@ -81,7 +80,8 @@ async def run_pose_worker(bootstrap: str, store: Path, threads: int) -> int:
     producer = make_producer(bootstrap)
     await consumer.start()
     await producer.start()
-    worker = PoseWorker(LocalObjectStore(store), lambda: BlazePoseTracker(threads=threads))
+    # One model shared by every camera's tracker, so frames of different cameras share a model call.
+    worker = PoseWorker(LocalObjectStore(store), shared_tracker_factory("onnxruntime", threads=threads))
     log.info("pose.started", backend="onnxruntime-cpu", threads=threads)
     try:
         await _until_signalled(run(consumer, producer, worker))
@@ -91,17 +91,70 @@ async def run_pose_worker(bootstrap: str, store: Path, threads: int) -> int:
     return 0
 
 
-def run_dashboard(bootstrap: str, host: str, port: int, db: Path) -> int:
+def run_dashboard(
+    bootstrap: str,
+    host: str,
+    port: int,
+    db: Path | str,
+    *,
+    archive: str | None = None,
+    anonymous_viewer: bool = False,
+    public_url: str | None = None,
+) -> int:
+    """The dashboard on ``host:port`` with its database at ``db`` (a SQLite path or any SQLAlchemy URL).
+
+    ``MEETVAR_LOGIN_TOKEN`` (set by ``meetvar demo``, read once and removed from the environment)
+    becomes a one-time organizer login; ``anonymous_viewer`` (loopback only) lets anyone on this
+    machine watch read-only without an account.
+    """
+    import ipaddress
+    import os
+
     import uvicorn
 
     from dashboard.app import DashboardState, create_app
-    from dashboard.feed import kafka_feed
-    from dashboard.store import AttemptStore
+    from dashboard.audit import AuditLog
+    from dashboard.auth import ORGANIZER, Auth
+    from dashboard.feed import AuditPublisher, kafka_feed, with_audit_topic
+    from dashboard.replay import StoreChunkSource
+    from dashboard.store import DashboardStore
+    from meetvar.errors import UserError
+    from stream_processors.explainer import Explainer
+    from stream_processors.object_store import object_store_from_url
 
     configure("dashboard")
+    if anonymous_viewer:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            raise UserError(
+                "--anonymous-viewer is allowed only on a loopback address (e.g. --host 127.0.0.1)"
+            )
     asyncio.run(wait_for_broker(bootstrap, timeout=10))
     origins = {f"http://{host}:{port}", f"http://localhost:{port}", f"http://127.0.0.1:{port}"}
-    state = DashboardState(AttemptStore(db), allowed_origins=origins)
-    app = create_app(state, feed=kafka_feed(bootstrap))
+    if public_url:
+        origins.add(public_url.rstrip("/"))
+    store = DashboardStore(db)
+    publisher = AuditPublisher(bootstrap)
+    auth = Auth(store.engine, allowed_origins=origins, anonymous_viewer=anonymous_viewer)
+    token = os.environ.pop("MEETVAR_LOGIN_TOKEN", None)
+    if token:
+        organizer = auth.user_by_name("organizer") or auth.create_user("organizer", ORGANIZER, None)
+        auth.issue_login_token(organizer, token=token)
+    state = DashboardState(
+        store,
+        auth=auth,
+        audit=AuditLog(store.engine, sink=publisher.offer),
+        explainer=Explainer() if os.environ.get("ANTHROPIC_API_KEY") else None,
+        archive=StoreChunkSource(object_store_from_url(archive)) if archive else None,
+    )
+    # WHIP ingest shares the dashboard's port (as in the demo) when there is an object store for claims.
+    from ingest.whip import CameraTokens, whip_router
+
+    tokens = CameraTokens.load(Path(os.environ.get("MEETVAR_WHIP_TOKENS", "whip-tokens.json")))
+    routers = [whip_router(bootstrap, object_store_from_url(archive), tokens)] if archive else []
+    app = create_app(state, feed=with_audit_topic(kafka_feed(bootstrap), publisher), routers=routers)
     uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0

@@ -1,92 +1,81 @@
 """Several cameras on one platform, judged like three referees: a call per camera, one fused call.
 
-Each camera's call is a light: white (good), red (no lift) or none (undecided: its view could not
-show depth). The majority of lights decides; a tie between cameras is not broken by guesswork but left
-undecided for the humans, with the reason. The fused margin is the confidence-weighted mean of the
-deciding cameras', so one well-placed side camera outweighs a poor oblique one.
+The one place that rule lives: the streaming referee emits the fused call, and the dashboard's live
+view, history and CSV use the same function, so they can never disagree.
+
+Each camera's call is a light: white (good), red (no lift) or none (undecided: its view could not show
+depth), and undecided cameras do not vote. The majority of lights decides and a tie is a no lift, as on
+the platform, where a lift is good only with a majority of white lights. The fused margin and confidence
+are those of the agreeing camera with the smallest margin: the call is only as sure as its weakest
+supporting view. A card stands when a majority of the voting cameras showed it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 from referee.decision import AttemptDecision
 
-SAME_ATTEMPT_US = 1_500_000  # bottoms this close on the platform's timeline are the same attempt
+SAME_ATTEMPT_US = 2_000_000  # bottoms this close on the platform's timeline are the same attempt
+DECIDED = ("good", "no_lift")
 
 
-@dataclass(frozen=True, slots=True)
-class FusedCall:
-    cameras: tuple[str, ...]
-    lights: tuple[str, ...]  # per camera: "good" | "no_lift" | "undecided"
-    verdict: str
-    depth_status: str
-    margin_cm: float | None
-    confidence: float
-    cards: tuple[str, ...]
-    bottom_us: int
-    reasons: tuple[str, ...]
-
-    def to_json(self) -> dict[str, object]:
+def fuse_calls(cameras: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fuse ``[{"camera": name, "attempt": <judge --json attempt>}, …]`` into the platform's call."""
+    decided = [c for c in cameras if c["attempt"]["verdict"] in DECIDED]
+    votes = {"good": 0, "no_lift": 0, "undecided": len(cameras) - len(decided)}
+    for c in decided:
+        votes[c["attempt"]["verdict"]] += 1
+    lights = {c["camera"]: c["attempt"]["verdict"] for c in cameras}
+    if not decided:
+        reasons = sorted({r for c in cameras for r in c["attempt"]["reasons"]})
         return {
-            "cameras": list(self.cameras),
-            "lights": list(self.lights),
-            "verdict": self.verdict,
-            "depth": {
-                "status": self.depth_status,
-                "margin_cm": self.margin_cm,
-                "confidence": self.confidence,
-            },
-            "cards": list(self.cards),
-            "bottom_us": self.bottom_us,
-            "reasons": list(self.reasons),
+            "verdict": "undecided",
+            "status": "undecided",
+            "margin_cm": None,
+            "confidence": 0.0,
+            "votes": votes,
+            "lights": lights,
+            "camera": None,
+            "cards": [],
+            "reasons": reasons or ["no camera could judge depth"],
         }
-
-
-def fuse(calls: dict[str, AttemptDecision]) -> FusedCall:
-    cams = tuple(sorted(calls))
-    lights = tuple(calls[c].verdict for c in cams)
-    good, bad = lights.count("good"), lights.count("no_lift")
-    reasons: list[str] = []
-    if good > bad:
-        verdict = "good"
-    elif bad > good:
-        verdict = "no_lift"
-    else:
-        verdict = "undecided"
-        reasons.append(
-            f"cameras disagree {good}–{bad}: a referee decides" if good else "no camera could decide"
-        )
-
-    deciding = [calls[c].depth for c in cams if calls[c].depth.status in ("below", "above")]
-    weight = sum(d.confidence for d in deciding)
-    margin = (
-        round(sum((d.margin_cm or 0.0) * d.confidence for d in deciding) / weight, 2) if weight > 0 else None
-    )
-    status = "undecided" if margin is None else ("below" if margin > 0 else "above")
-    confidence = round(max((d.confidence for d in deciding), default=0.0) * (good + bad) / len(cams), 3)
-    # A card shown by the majority stands, as with three referees' cards.
+    verdict = "good" if votes["good"] > votes["no_lift"] else "no_lift"
+    agreeing = [c for c in decided if c["attempt"]["verdict"] == verdict]
+    weakest = min(agreeing, key=lambda c: c["attempt"]["depth"]["margin_cm"] or 0.0)
+    depth = weakest["attempt"]["depth"]
     card_votes: dict[str, int] = {}
-    for c in cams:
-        for card in set(calls[c].cards):
+    for c in decided:
+        for card in set(c["attempt"]["cards"]):
             card_votes[card] = card_votes.get(card, 0) + 1
-    cards = tuple(sorted(card for card, n in card_votes.items() if n * 2 > len(cams)))
-    bottom = sorted(calls[c].bottom_us for c in cams)[len(cams) // 2]
-    for c in cams:
-        reasons.append(
-            f"{c}: {calls[c].verdict}" + (f" ({calls[c].depth.reasons[0]})" if calls[c].depth.reasons else "")
-        )
-    return FusedCall(cams, lights, verdict, status, margin, confidence, cards, bottom, tuple(reasons))
+    reasons = list(weakest["attempt"]["reasons"])
+    if votes["good"] == votes["no_lift"]:
+        reasons.insert(0, f"cameras split {votes['good']}–{votes['no_lift']}: no majority for a good lift")
+    return {
+        "verdict": verdict,
+        "status": depth["status"],
+        "margin_cm": depth["margin_cm"],
+        "confidence": depth["confidence"],
+        "votes": votes,
+        "lights": lights,
+        "camera": weakest["camera"],
+        "cards": sorted(card for card, n in card_votes.items() if n * 2 > len(decided)),
+        "reasons": reasons,
+    }
 
 
 class PlatformFusion:
     """Groups the cameras' calls of one platform into attempts by bottom time, and fuses each attempt
-    once every camera streaming on the platform has called it."""
+    once every camera streaming on the platform has called it. An attempt some camera never called is
+    fused with what it has as soon as a later attempt starts arriving."""
 
     def __init__(self) -> None:
         self._pending: list[dict[str, AttemptDecision]] = []
 
-    def add(self, camera: str, decision: AttemptDecision, cameras_live: set[str]) -> list[FusedCall]:
+    def add(
+        self, camera: str, decision: AttemptDecision, cameras_live: set[str]
+    ) -> list[tuple[dict[str, Any], AttemptDecision]]:
+        """Fused calls now complete, each with the camera decision whose times it carries."""
         group = next(
             (
                 g
@@ -100,9 +89,9 @@ class PlatformFusion:
             group = {}
             self._pending.append(group)
         group[camera] = decision
-        done = [g for g in self._pending if cameras_live <= set(g)]
-        # An attempt some camera never called is fused anyway once a later attempt starts arriving.
-        stale = [g for g in self._pending if g is not group and g not in done and len(g) > 0]
-        out = [fuse(g) for g in [*stale, *done]]
-        self._pending = [g for g in self._pending if g not in done and g not in stale]
-        return out
+        ready = [g for g in self._pending if cameras_live <= set(g) or g is not group]
+        self._pending = [g for g in self._pending if g not in ready]
+        return [
+            (fuse_calls([{"camera": c, "attempt": d.to_json()} for c, d in sorted(g.items())]), g[min(g)])
+            for g in ready
+        ]

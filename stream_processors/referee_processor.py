@@ -95,27 +95,31 @@ class RefereeProcessor:
         if len(live) > 1 or platform in self._fusion:
             fusion = self._fusion.setdefault(platform, PlatformFusion())
             for d in out:
-                for fused in fusion.add(msg.camera, d, live):
-                    # The fused call in the camera calls' shape (times from the camera that completed it).
-                    summary = fused.to_json()
+                for fused, carrier in fusion.add(msg.camera, d, live):
+                    # The fused call in the camera calls' shape, with the times of one of its cameras.
                     attempt = {
-                        **d.to_json(),
-                        "verdict": fused.verdict,
-                        "cards": list(fused.cards),
-                        "reasons": list(fused.reasons),
-                        "depth": {**summary["depth"], "margin_thigh": None},  # type: ignore[dict-item]
-                        "fused": summary,
+                        **carrier.to_json(),
+                        "verdict": fused["verdict"],
+                        "cards": fused["cards"],
+                        "reasons": fused["reasons"],
+                        "depth": {
+                            "status": fused["status"],
+                            "margin_cm": fused["margin_cm"],
+                            "margin_thigh": None,
+                            "confidence": fused["confidence"],
+                        },
+                        "fused": fused,
                     }
                     results.append(
                         (
                             DecisionMsg(
-                                attempt_id=f"{platform}/fused/{fused.bottom_us}",
+                                attempt_id=f"{platform}/fused/{carrier.origin_us}/{carrier.rep}",
                                 meet=msg.meet,
                                 platform=msg.platform,
                                 camera="fused",
                                 attempt=attempt,
                                 decided_us=now_us,
-                                rack_to_call_ms=rack_to_call_ms(d),
+                                rack_to_call_ms=rack_to_call_ms(carrier),
                             ),
                             None,
                         )

@@ -125,5 +125,6 @@ def test_demo_pushes_live_calls_identical_to_offline_judge(tmp_path: Path) -> No
         output = demo.stdout.read() if demo.stdout else ""
     assert code == 0, output
     assert "meetvar demo is running" in output and f"http://127.0.0.1:{port}" in output
+    assert f"http://127.0.0.1:{port}/#login=" in output  # the one-time organizer login, no default password
     time.sleep(0.5)
     assert processes_mentioning(str(tmp_path)) == [], "the demo left processes behind"

@@ -142,7 +142,8 @@ class FileSource:
         rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
         self.fps: Fraction = Fraction(rate) if rate and 0 < rate < 1000 else DEFAULT_FPS
         self._iterated = False
-        self._warned: set[str] = set()
+        self._normalize = FrameNormalizer(self.url)
+        self._warn_once = self._normalize.warn_once
 
     # -- context manager -------------------------------------------------------------------------
     def __enter__(self) -> FileSource:
@@ -208,7 +209,17 @@ class FileSource:
                 f"reading {self.url} failed ({_reason(exc)}) — check the file or stream"
             ) from exc
 
-    def _normalize(self, frame: av.VideoFrame) -> av.VideoFrame:
+
+class FrameNormalizer:
+    """The normalisation every source applies (see the module doc), shared by files, pull sources and
+    WHIP so that a frame is made upright, 4:2:0 and even-sized in exactly one place. ``label`` names
+    the source in errors and in the once-per-source warnings."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._warned: set[str] = set()
+
+    def __call__(self, frame: av.VideoFrame) -> av.VideoFrame:
         ops = self._orientation(frame)
         full_range = frame.color_range == ColorRange.JPEG or frame.format.name.startswith("yuvj")
         if frame.format.name != "yuv420p" or full_range:
@@ -224,7 +235,7 @@ class FileSource:
         w, h = frame.width & ~1, frame.height & ~1
         if w == 0 or h == 0:
             raise SourceError(
-                f"{self.url}: {frame.width}x{frame.height} frames are too small — {_WHAT_TO_DO}"
+                f"{self.label}: {frame.width}x{frame.height} frames are too small — {_WHAT_TO_DO}"
             )
         planes = [_plane(frame, 0)[:h, :w], _plane(frame, 1)[: h // 2, : w // 2]]
         planes.append(_plane(frame, 2)[: h // 2, : w // 2])
@@ -245,14 +256,14 @@ class FileSource:
             if getattr(item.type, "name", "") == "DISPLAYMATRIX" and item.buffer_size >= 36:
                 ops, exact = orientation_ops(struct.unpack("=9i", bytes(item)[:36]))
                 if not exact:
-                    self._warn_once("display_matrix_not_quarter_turn", applied=ops)
+                    self.warn_once("display_matrix_not_quarter_turn", applied=ops)
                 return ops
         return ()
 
-    def _warn_once(self, event: str, **fields: object) -> None:
+    def warn_once(self, event: str, **fields: object) -> None:
         if event not in self._warned:
             self._warned.add(event)
-            log.warning(f"source.{event}", url=self.url, **fields)
+            log.warning(f"source.{event}", url=self.label, **fields)
 
 
 def orientation_ops(matrix: tuple[int, ...]) -> tuple[tuple[str, ...], bool]:

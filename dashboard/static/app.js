@@ -1,0 +1,624 @@
+// meetvar judges' dashboard: plain JS, no build step. Views are hash routes (#live, #replay/ID, …).
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
+const WS_PATH = document.querySelector('meta[name="meetvar-ws"]').content;
+
+const app = {
+  me: null,              // {name, role, lifter}
+  lifts: new Map(),      // lift id -> lift
+  states: new Map(),     // "meet/platform" -> meet.state
+  partial: new Map(),    // attempt id -> explanation text streamed so far
+  cursor: null,          // last event seq seen: sent back on reconnect to get exactly what was missed
+  ws: null,
+  wsDelay: 500,
+};
+window.meetvar = app;    // for tests and the curious: the page's own state
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v == null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c != null) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+async function api(method, path, body) {
+  const opts = { method, headers: {}, credentials: "same-origin" };
+  if (body !== undefined) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
+  const res = await fetch(path, opts);
+  let data = null;
+  try { data = await res.json(); } catch { /* empty body */ }
+  if (!res.ok) {
+    const err = new Error((data && data.detail && (typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail))) || res.statusText);
+    err.status = res.status;
+    throw err;
+  }
+  return data;
+}
+
+function announce(text) { $("#announce").textContent = text; }
+const fmtCm = (v) => v == null ? "—" : `${v > 0 ? "+" : ""}${v.toFixed(1)} cm`;
+const verdictWord = (v) => ({ good: "GOOD LIFT", no_lift: "NO LIFT", undecided: "NO CALL" }[v] || "—");
+const lightWord = (v) => ({ good: "white", no_lift: "red", bad: "red", undecided: "undecided" }[v] || "not entered");
+const can = (...roles) => app.me && roles.includes(app.me.role);
+
+// --- session ------------------------------------------------------------------------------------
+
+async function loadMe() {
+  try { app.me = await api("GET", "/api/me"); } catch { app.me = null; }
+  $("#who").textContent = app.me ? `${app.me.name} · ${app.me.role.replace("_", " ")}` : "";
+  $("#logout").hidden = !app.me || app.me.id === 0;
+  $("#login-link").hidden = !!(app.me && app.me.id !== 0);
+  $("#nav").hidden = !app.me;
+  for (const a of $$("#nav a[data-roles]")) a.hidden = !(app.me && a.dataset.roles.split(" ").includes(app.me.role));
+  document.body.dataset.role = app.me ? app.me.role : "";
+}
+
+$("#login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("#login-error").textContent = "";
+  try {
+    await api("POST", "/api/login", { name: $("#login-name").value, password: $("#login-password").value });
+    $("#login-password").value = "";
+    await afterLogin();
+  } catch (e) { $("#login-error").textContent = e.message; }
+});
+
+$("#logout").addEventListener("click", async () => {
+  await api("POST", "/api/logout").catch(() => {});
+  app.me = null;
+  if (app.ws) app.ws.close();
+  await loadMe();
+  location.hash = "#login";
+});
+
+async function afterLogin() {
+  await loadMe();
+  if (!app.me) { location.hash = "#login"; return route(); }
+  connect(true);
+  if (!location.hash || location.hash.startsWith("#login")) location.hash = "#live";
+  route();
+}
+
+// --- the live feed ----------------------------------------------------------------------------------
+
+function connect(fresh) {
+  if (app.ws) { app.ws.onclose = null; app.ws.close(); }
+  const q = !fresh && app.cursor != null ? `?since=${app.cursor}` : "";
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${WS_PATH}${q}`);
+  app.ws = ws;
+  ws.onopen = () => { $("#conn").textContent = "live"; $("#conn").className = "live"; app.wsDelay = 500; };
+  ws.onmessage = (ev) => onEvent(JSON.parse(ev.data));
+  // Reconnect with back-off; the cursor makes the server replay exactly what this page missed.
+  ws.onclose = () => {
+    $("#conn").textContent = "reconnecting…"; $("#conn").className = "down";
+    if (!app.me) return;
+    setTimeout(() => connect(false), app.wsDelay);
+    app.wsDelay = Math.min(app.wsDelay * 2, 8000);
+  };
+}
+
+function findLiftByAttempt(attemptId) {
+  for (const lift of app.lifts.values()) if (lift.cameras.some((c) => c.attempt_id === attemptId)) return lift;
+  return null;
+}
+
+function onEvent(m) {
+  if (m.seq != null) app.cursor = m.seq;
+  switch (m.type) {
+    case "snapshot":
+      app.cursor = m.cursor;
+      app.lifts.clear();
+      for (const l of m.lifts) app.lifts.set(l.id, l);
+      for (const s of m.states) app.states.set(`${s.meet}/${s.platform}`, s);
+      break;
+    case "caught_up": app.cursor = m.cursor; break;
+    case "lift": {
+      const isNew = !app.lifts.has(m.lift.id);
+      app.lifts.set(m.lift.id, m.lift);
+      if (isNew) announce(`New call: ${verdictWord(m.lift.fused.verdict)}, margin ${fmtCm(m.lift.fused.margin_cm)}`);
+      break;
+    }
+    case "explanation": {
+      app.partial.delete(m.attempt_id);
+      const lift = findLiftByAttempt(m.attempt_id);
+      if (lift) for (const c of lift.cameras) if (c.attempt_id === m.attempt_id) c.explanation = m;
+      break;
+    }
+    case "explanation_delta":
+      app.partial.set(m.attempt_id, (app.partial.get(m.attempt_id) || "") + m.text);
+      break;
+    case "state": app.states.set(`${m.meet}/${m.platform}`, m); break;
+    case "appeal": if (currentView() === "appeals") renderAppeals().catch(() => {}); break;
+    default: break;
+  }
+  scheduleRender();
+}
+
+let renderQueued = false;
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => { renderQueued = false; if (currentView() === "live") renderLive(); });
+}
+
+// --- live view --------------------------------------------------------------------------------------
+
+function renderPlatforms() {
+  const box = $("#platforms");
+  box.replaceChildren();
+  for (const s of [...app.states.values()].sort((a, b) => a.platform.localeCompare(b.platform))) {
+    box.append(el("div", { class: "platform", "aria-label": `platform ${s.platform}` },
+      el("div", { class: "dim", text: `${s.meet} · ${s.platform}` }),
+      el("div", { class: "lifter", dataset: { role: "current-lifter" }, text: s.lifter || "—" }),
+      el("div", { class: "nums" },
+        `${s.lift || "squat"} · attempt `, el("b", { text: s.attempt_number ?? "—" }),
+        s.weight_kg != null ? ` · ${s.weight_kg} kg` : "",
+        s.command ? ` · referee: “${s.command}”` : "")));
+  }
+}
+
+function lightNode(verdict, label, small = false) {
+  return el("div", { class: `light ${small ? "small " : ""}${verdict || "none"}`, role: "img", "aria-label": `${label}: ${lightWord(verdict)}`, title: `${label}: ${lightWord(verdict)}` });
+}
+
+function explanationText(cam) {
+  if (app.partial.has(cam.attempt_id)) return app.partial.get(cam.attempt_id) + " …";
+  return cam.explanation ? cam.explanation.text : "";
+}
+
+function liftCard(lift) {
+  const f = lift.fused;
+  const cams = lift.cameras.map((c) => {
+    const a = c.attempt, d = a.depth;
+    const why = a.verdict === "undecided" ? el("span", { class: "dim", text: ` — ${a.reasons.join("; ")}` }) : null;
+    return el("div", { class: "cam", dataset: { camera: c.camera, attemptId: c.attempt_id } },
+      lightNode(a.verdict, `camera ${c.camera}`, true),
+      el("span", {}, el("b", { text: c.camera }), " ", el("span", { class: "nums" },
+        "margin ", el("b", { text: fmtCm(d.margin_cm) }), " · conf ", el("b", { text: d.confidence.toFixed(2) })), why));
+  });
+  const expl = lift.cameras.map(explanationText).filter(Boolean);
+  const rack = lift.rack_to_call_ms == null ? null : el("span", {}, " · rack→call ", el("b", { dataset: { role: "rack-to-call" }, text: `${(lift.rack_to_call_ms / 1000).toFixed(2)} s` }));
+  const who = [lift.lifter, lift.attempt_number ? `attempt ${lift.attempt_number}` : null, lift.weight_kg ? `${lift.weight_kg} kg` : null].filter(Boolean).join(" · ");
+  const refs = lift.lights ? el("div", { class: "refs", "aria-label": "referees' lights" }, "Referees:",
+    lightNode(lift.lights.left, "left referee", true), lightNode(lift.lights.head, "head referee", true), lightNode(lift.lights.right, "right referee", true),
+    lift.split ? el("span", { class: "badge", text: "2–1" }) : null) : null;
+  const result = lift.result && lift.result.verdict ? el("div", {}, "Result: ", el("b", { dataset: { role: "result" }, text: verdictWord(lift.result.verdict) }), ` (by ${lift.result.by})`) : null;
+  const appeals = lift.appeals.map((a) => el("span", { class: `badge ${a.status}`, dataset: { role: "appeal-status" }, text: `appeal ${a.status}` }));
+  const overrides = lift.overrides.map((o) => el("div", { class: "dim", text: `Override by ${o.by} (${o.role.replace("_", " ")}): ${verdictWord(o.verdict)} — ${o.reason}` }));
+  return el("article", { class: "lift", dataset: { liftId: lift.id, verdict: f.verdict }, "aria-label": `lift ${lift.id}` },
+    el("div", { class: "lightbox" }, lightNode(f.verdict, "system call"),
+      el("div", { class: "lightlabel", dataset: { role: "verdict" }, text: verdictWord(f.verdict) })),
+    el("div", { class: "stack" },
+      el("h3", {}, `Lift ${lift.id}`, who ? ` — ${who}` : "", " ", ...appeals),
+      el("div", { class: "nums" }, "system: margin ", el("b", { dataset: { role: "margin" }, text: fmtCm(f.margin_cm) }),
+        " · confidence ", el("b", { text: f.confidence.toFixed(2) }),
+        ` · votes ${f.votes.good}W/${f.votes.no_lift}R${f.votes.undecided ? `/${f.votes.undecided}?` : ""}`, rack),
+      f.verdict === "undecided" ? el("div", { class: "dim", dataset: { role: "undecided-reason" }, text: `Undecided: ${f.reasons.join("; ")}` }) : null,
+      el("div", { class: "cams" }, cams),
+      expl.length ? el("p", { class: "expl", dataset: { role: "explanation" }, text: expl.join(" ") }) : null,
+      refs, result, overrides,
+      actionsFor(lift)));
+}
+
+function actionsFor(lift) {
+  const box = el("div", { class: "actions" }, el("a", { href: `#replay/${lift.id}`, text: "Replay" }));
+  const msg = el("span", { class: "error", role: "alert" });
+  // After an action, show its result from the server at once: the WebSocket's copy of the change may
+  // have gone out while this page was still (re)connecting.
+  const guarded = (fn) => async (ev) => {
+    ev.preventDefault(); msg.textContent = "";
+    try {
+      await fn(ev);
+      const fresh = await api("GET", `/api/lifts/${lift.id}`);
+      app.lifts.set(fresh.id, fresh);
+      scheduleRender();
+    } catch (e) { msg.textContent = e.message; }
+  };
+  if (can("head_referee", "side_referee", "organizer")) {
+    const sel = (name) => el("select", { name, id: `l-${name}-${lift.id}`, "aria-label": `${name} light` },
+      el("option", { value: "", text: "—" }), el("option", { value: "good", text: "white" }), el("option", { value: "bad", text: "red" }));
+    const form = el("form", { class: "lights-form", dataset: { role: "lights-form" } }, el("fieldset", {}, el("legend", { text: "Referees' lights" }),
+      el("label", { for: `l-left-${lift.id}`, text: "L" }), sel("left"), el("label", { for: `l-head-${lift.id}`, text: "H" }), sel("head"),
+      el("label", { for: `l-right-${lift.id}`, text: "R" }), sel("right"), el("button", { type: "submit", text: "Save lights" })));
+    for (const k of ["left", "head", "right"]) if (lift.lights && lift.lights[k]) $(`select[name=${k}]`, form).value = lift.lights[k];
+    form.addEventListener("submit", guarded(async () => {
+      const v = (k) => $(`select[name=${k}]`, form).value || null;
+      await api("POST", `/api/lifts/${lift.id}/lights`, { left: v("left"), head: v("head"), right: v("right") });
+    }));
+    box.append(form);
+  }
+  if (can("head_referee", "side_referee")) {
+    const form = el("form", { dataset: { role: "override-form" } }, el("fieldset", {}, el("legend", { text: "Override" }),
+      el("label", { for: `o-v-${lift.id}`, text: "Call" }),
+      el("select", { id: `o-v-${lift.id}`, name: "verdict" }, el("option", { value: "good", text: "good lift" }), el("option", { value: "no_lift", text: "no lift" })),
+      el("label", { for: `o-r-${lift.id}`, text: "Reason" }), el("input", { id: `o-r-${lift.id}`, name: "reason", required: true }),
+      el("button", { type: "submit", text: "Record override" })));
+    form.addEventListener("submit", guarded(async () => {
+      await api("POST", `/api/lifts/${lift.id}/override`, { verdict: $("select", form).value, reason: $("input", form).value });
+    }));
+    box.append(form);
+  }
+  if (can("lifter", "coach") && lift.lifter && app.me.lifter && lift.lifter.toLowerCase() === app.me.lifter.toLowerCase() && !lift.appeals.length) {
+    const form = el("form", { dataset: { role: "appeal-form" } }, el("fieldset", {}, el("legend", { text: "Video appeal" }),
+      el("label", { for: `a-r-${lift.id}`, text: "Reason" }), el("input", { id: `a-r-${lift.id}`, name: "reason" }),
+      el("button", { type: "submit", text: "File appeal" })));
+    form.addEventListener("submit", guarded(async () => { await api("POST", "/api/appeals", { lift_id: lift.id, reason: $("input", form).value }); }));
+    box.append(form);
+  }
+  if (can("organizer")) {
+    const form = el("form", { dataset: { role: "assign-form" } }, el("fieldset", {}, el("legend", { text: "Who lifted" }),
+      el("label", { for: `s-l-${lift.id}`, text: "Lifter" }), el("input", { id: `s-l-${lift.id}`, name: "lifter", value: lift.lifter || "" }),
+      el("label", { for: `s-a-${lift.id}`, text: "Attempt" }),
+      el("select", { id: `s-a-${lift.id}`, name: "attempt" }, ["1", "2", "3"].map((n) => el("option", { value: n, text: n }))),
+      el("button", { type: "submit", text: "Save" })));
+    if (lift.attempt_number) $("select", form).value = String(lift.attempt_number);
+    form.addEventListener("submit", guarded(async () => {
+      await api("POST", `/api/lifts/${lift.id}/assign`, { lifter: $("input", form).value || null, attempt_number: Number($("select", form).value), lift_name: "squat" });
+    }));
+    box.append(form);
+  }
+  box.append(msg);
+  return box;
+}
+
+function renderLive() {
+  renderPlatforms();
+  const box = $("#lifts");
+  // Keep a form the user is typing in: re-render only cards that are not being edited.
+  const active = document.activeElement && document.activeElement.closest(".lift");
+  const items = [...app.lifts.values()].sort((a, b) => b.bottom_us - a.bottom_us);
+  if (!items.length) return;
+  const fresh = el("div", { class: "lifts" }, items.map((l) => (active && Number(active.dataset.liftId) === l.id ? active : liftCard(l))));
+  box.replaceChildren(...fresh.childNodes);
+}
+
+// --- replay -----------------------------------------------------------------------------------------
+
+const SKELETON = [[11, 12], [11, 23], [12, 24], [23, 24], [11, 13], [13, 15], [12, 14], [14, 16], [23, 25], [25, 27], [27, 29], [29, 31], [27, 31],
+  [24, 26], [26, 28], [28, 30], [30, 32], [28, 32], [0, 11], [0, 12]];
+const replay = { panes: [], lift: null, bottom: null, playing: false, virtual: null, raf: 0 };
+app.replay = replay;
+
+function nearestIndex(list, t) {
+  // Binary search on sorted capture times: the frame on screen at capture time t.
+  let lo = 0, hi = list.length - 1;
+  if (hi < 0) return -1;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (list[mid] < t) lo = mid + 1; else hi = mid; }
+  if (lo > 0 && Math.abs(list[lo - 1] - t) <= Math.abs(list[lo] - t)) lo -= 1;
+  return lo;
+}
+
+function paneCapture(p) {
+  // Capture time shown now: video time + the capture time of video time 0.
+  if (p.video) return p.data.t0_capture_us + Math.round((p.mediaTime ?? p.video.currentTime) * 1e6);
+  return replay.virtual;
+}
+
+function drawPane(p) {
+  const t = paneCapture(p);
+  const idx = nearestIndex(p.frameTimes, t);
+  const ctx = p.canvas.getContext("2d");
+  ctx.clearRect(0, 0, p.canvas.width, p.canvas.height);
+  if (!p.video) { ctx.fillStyle = "#111"; ctx.fillRect(0, 0, p.canvas.width, p.canvas.height); }
+  p.canvas.dataset.captureUs = String(t);
+  if (idx < 0) { p.canvas.dataset.frameIndex = "-1"; return; }
+  const f = p.data.frames[idx];
+  const halfFrame = p.frameStep / 2;
+  p.canvas.dataset.frameIndex = String(f.frame_index);
+  p.canvas.dataset.frameCaptureUs = String(f.capture_us);
+  const kp = f.keypoints;
+  if (kp && Math.abs(f.capture_us - t) <= Math.max(halfFrame, 1)) {
+    const lw = Math.max(2, p.canvas.width / 200);
+    ctx.lineWidth = lw; ctx.strokeStyle = "#00e5ff"; ctx.lineCap = "round";
+    for (const [a, b] of SKELETON) {
+      if (kp[a][2] < 0.3 || kp[b][2] < 0.3) continue;
+      ctx.beginPath(); ctx.moveTo(kp[a][0], kp[a][1]); ctx.lineTo(kp[b][0], kp[b][1]); ctx.stroke();
+    }
+    ctx.fillStyle = "#00e5ff";
+    for (const i of [11, 12, 23, 24, 25, 26, 27, 28]) if (kp[i][2] >= 0.3) { ctx.beginPath(); ctx.arc(kp[i][0], kp[i][1], lw * 1.6, 0, 7); ctx.fill(); }
+  }
+  // The rule's two points and the line between them, at the bottom frame.
+  const lm = p.data.depth.landmarks;
+  const atBottom = p.data.capture_us.bottom != null && Math.abs(t - p.data.capture_us.bottom) <= halfFrame;
+  p.canvas.dataset.atBottom = atBottom ? "1" : "0";
+  if (atBottom && lm && lm.hip && lm.knee) {
+    const r = Math.max(5, p.canvas.width / 90);
+    ctx.lineWidth = Math.max(2, r / 2); ctx.strokeStyle = p.data.depth.status === "below" ? "#ffffff" : "#ff5c61";
+    ctx.setLineDash([r, r / 2]);
+    ctx.beginPath(); ctx.moveTo(lm.hip[0], lm.hip[1]); ctx.lineTo(lm.knee[0], lm.knee[1]); ctx.stroke();
+    ctx.setLineDash([]);
+    for (const [pt, c] of [[lm.hip, "#ffb020"], [lm.knee, "#7cff7c"]]) { ctx.fillStyle = c; ctx.beginPath(); ctx.arc(pt[0], pt[1], r, 0, 7); ctx.fill(); }
+  }
+}
+
+function drawAll() {
+  for (const p of replay.panes) drawPane(p);
+  const master = replay.panes[0];
+  if (!master) return;
+  const t = paneCapture(master);
+  $("#rp-time").textContent = `t = ${((t - replay.lift.cameras[0].attempt.capture_us.start) / 1e6).toFixed(3)} s from the attempt's start`;
+  const cursor = $("#plot-cursor");
+  if (cursor && replay.plot) { const x = replay.plot.x(t); cursor.setAttribute("x1", x); cursor.setAttribute("x2", x); }
+}
+
+function seekAll(captureUs) {
+  for (const p of replay.panes) {
+    if (p.video) { p.mediaTime = null; p.video.currentTime = Math.max(0, (captureUs - p.data.t0_capture_us) / 1e6 + 0.0005); }
+  }
+  replay.virtual = captureUs;
+  drawAll();
+}
+
+function stepFrames(n) {
+  pauseAll();
+  const master = replay.panes[0];
+  if (!master) return;
+  const times = master.video ? master.data.video_capture_us : master.frameTimes;
+  const i = nearestIndex(times, paneCapture(master));
+  const j = Math.max(0, Math.min(times.length - 1, i + n));
+  seekAll(times[j]);
+}
+
+function pauseAll() {
+  replay.playing = false;
+  cancelAnimationFrame(replay.raf);
+  for (const p of replay.panes) if (p.video) p.video.pause();
+  $("#rp-play").textContent = "Play";
+}
+
+function playAll() {
+  replay.playing = true;
+  $("#rp-play").textContent = "Pause";
+  const rate = Number($("#rp-speed").value);
+  const videos = replay.panes.filter((p) => p.video);
+  if (videos.length) { for (const p of videos) { p.video.playbackRate = rate; p.video.play().catch(() => {}); } return; }
+  // No archived video: step the skeleton on a virtual clock.
+  let last = performance.now();
+  const master = replay.panes[0];
+  const end = master.frameTimes[master.frameTimes.length - 1];
+  const tick = (now) => {
+    if (!replay.playing) return;
+    replay.virtual += (now - last) * 1000 * rate; last = now;
+    if (replay.virtual >= end) { replay.virtual = end; drawAll(); pauseAll(); return; }
+    drawAll(); replay.raf = requestAnimationFrame(tick);
+  };
+  replay.raf = requestAnimationFrame(tick);
+}
+
+$("#rp-play").addEventListener("click", () => (replay.playing ? pauseAll() : playAll()));
+$("#rp-prev").addEventListener("click", () => stepFrames(-1));
+$("#rp-next").addEventListener("click", () => stepFrames(1));
+$("#rp-bottom").addEventListener("click", () => { pauseAll(); if (replay.bottom != null) seekAll(replay.bottom); });
+$("#rp-speed").addEventListener("change", () => { for (const p of replay.panes) if (p.video) p.video.playbackRate = Number($("#rp-speed").value); });
+document.addEventListener("keydown", (ev) => {
+  if (currentView() !== "replay" || ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement.tagName)) return;
+  if (ev.key === "ArrowLeft" || ev.key === ",") { ev.preventDefault(); stepFrames(-1); }
+  if (ev.key === "ArrowRight" || ev.key === ".") { ev.preventDefault(); stepFrames(1); }
+  if (ev.key === " ") { ev.preventDefault(); replay.playing ? pauseAll() : playAll(); }
+});
+
+function makePane(data) {
+  const canvas = el("canvas", { width: data.width || 640, height: data.height || 360, "aria-label": `skeleton overlay, camera ${data.camera}`, role: "img" });
+  const pane = { data, canvas, video: null, mediaTime: null, frameTimes: data.frames.map((f) => f.capture_us) };
+  const diffs = pane.frameTimes.slice(1).map((t, i) => t - pane.frameTimes[i]).sort((a, b) => a - b);
+  pane.frameStep = diffs.length ? diffs[diffs.length >> 1] : 33367;
+  const stage = el("div", { class: "stage" });
+  // Fit the camera's aspect into 70 % of the screen height, so portrait and landscape both fit.
+  stage.style.maxWidth = `calc(70vh * ${(data.width || 16) / (data.height || 9)})`;
+  if (data.clip_url) {
+    const video = el("video", { src: data.clip_url, muted: true, playsinline: true, preload: "auto", "aria-label": `video, camera ${data.camera}` });
+    video.muted = true;
+    pane.video = video;
+    // requestVideoFrameCallback gives the exact media time of the frame being presented.
+    const onFrame = (_now, meta) => { pane.mediaTime = meta.mediaTime; drawPane(pane); if (pane === replay.panes[0]) drawAll(); video.requestVideoFrameCallback(onFrame); };
+    if ("requestVideoFrameCallback" in video) video.requestVideoFrameCallback(onFrame);
+    video.addEventListener("seeked", () => { pane.mediaTime = null; drawAll(); });
+    video.addEventListener("timeupdate", () => { if (!("requestVideoFrameCallback" in video)) drawAll(); });
+    video.addEventListener("loadeddata", () => { pane.canvas.dataset.ready = "1"; if (replay.bottom != null && pane === replay.panes[0]) seekAll(replay.bottom); });
+    video.addEventListener("ended", () => pauseAll());
+    stage.append(video, canvas);
+  } else {
+    stage.classList.add("novideo");
+    canvas.dataset.ready = "1";
+    stage.append(canvas);
+  }
+  const d = data.depth;
+  const el2 = el("section", { class: "pane", dataset: { camera: data.camera }, "aria-label": `camera ${data.camera}` },
+    el("h3", {}, `${data.camera} — `, el("span", { text: verdictWord(data.verdict) }), el("span", { class: "nums", text: ` margin ${fmtCm(d.margin_cm)} · conf ${d.confidence.toFixed(2)}` })),
+    stage,
+    data.clip_error ? el("p", { class: "dim", text: `No video: ${data.clip_error}. Showing the skeleton alone.` }) : null);
+  pane.root = el2;
+  return pane;
+}
+
+function drawPlot(panes) {
+  const svg = $("#plot");
+  svg.replaceChildren();
+  const ns = "http://www.w3.org/2000/svg";
+  const series = panes.filter((p) => p.data.margins.length);
+  if (!series.length) { replay.plot = null; return; }
+  const all = series.flatMap((p) => p.data.margins);
+  const t0 = Math.min(...all.map((m) => m.capture_us)), t1 = Math.max(...all.map((m) => m.capture_us));
+  const lo = Math.min(-5, ...all.map((m) => m.margin_cm)), hi = Math.max(5, ...all.map((m) => m.margin_cm));
+  const W = 800, H = 200, pad = 6;
+  const x = (t) => pad + ((t - t0) / Math.max(1, t1 - t0)) * (W - 2 * pad);
+  const y = (v) => pad + ((hi - v) / (hi - lo)) * (H - 2 * pad);
+  replay.plot = { x, y };
+  const line = (x1, y1, x2, y2, attrs) => { const l = document.createElementNS(ns, "line"); for (const [k, v] of Object.entries({ x1, y1, x2, y2, ...attrs })) l.setAttribute(k, v); svg.append(l); return l; };
+  line(0, y(0), W, y(0), { stroke: "#b4bdc9", "stroke-dasharray": "6 4", "stroke-width": 1 });
+  const colours = ["#7cc4ff", "#ffb020", "#7cff7c", "#ff9ad5"];
+  series.forEach((p, i) => {
+    const pl = document.createElementNS(ns, "polyline");
+    pl.setAttribute("points", p.data.margins.map((m) => `${x(m.capture_us).toFixed(1)},${y(m.margin_cm).toFixed(1)}`).join(" "));
+    pl.setAttribute("fill", "none"); pl.setAttribute("stroke", colours[i % colours.length]); pl.setAttribute("stroke-width", 2);
+    pl.setAttribute("vector-effect", "non-scaling-stroke");
+    const title = document.createElementNS(ns, "title"); title.textContent = `camera ${p.data.camera}`; pl.append(title);
+    svg.append(pl);
+    const b = p.data.capture_us.bottom, mc = p.data.depth.margin_cm;
+    if (b != null && mc != null) {
+      const c = document.createElementNS(ns, "circle");
+      c.setAttribute("cx", x(b)); c.setAttribute("cy", y(mc)); c.setAttribute("r", 5); c.setAttribute("fill", colours[i % colours.length]);
+      svg.append(c);
+    }
+  });
+  line(0, 0, 0, H, { id: "plot-cursor", stroke: "#ffffff", "stroke-width": 1 });
+}
+
+async function openReplay(liftId) {
+  pauseAll();
+  replay.panes = [];
+  $("#panes").replaceChildren(el("p", { class: "dim", text: "Loading the replay…" }));
+  let data;
+  try { data = await api("GET", `/api/lifts/${liftId}/replay`); } catch (e) { $("#panes").replaceChildren(el("p", { class: "error", text: e.message })); return; }
+  replay.lift = data.lift;
+  const f = data.lift.fused;
+  $("#replay-title").textContent = `Replay — lift ${data.lift.id}${data.lift.lifter ? ` · ${data.lift.lifter}` : ""}`;
+  $("#replay-summary").textContent = `System call ${verdictWord(f.verdict)}, margin ${fmtCm(f.margin_cm)}, confidence ${f.confidence.toFixed(2)}.`;
+  replay.panes = data.panes.map(makePane);
+  replay.bottom = data.panes.find((p) => p.capture_us.bottom != null)?.capture_us.bottom ?? null;
+  replay.virtual = replay.bottom ?? (replay.panes[0] && replay.panes[0].frameTimes[0]);
+  $("#panes").replaceChildren(...replay.panes.map((p) => p.root));
+  drawPlot(replay.panes);
+  drawAll();
+  const actions = $("#replay-actions");
+  actions.replaceChildren(actionsFor(data.lift));
+  document.body.dataset.replayReady = String(liftId);
+}
+
+// --- history, appeals, audit, admin -----------------------------------------------------------------
+
+async function renderHistory() {
+  const form = $("#history-form");
+  const params = new URLSearchParams();
+  for (const k of ["lifter", "attempt", "call"]) { const v = form.elements[k].value; if (v) params.set(k, v); }
+  $("#h-csv").href = `/api/history.csv?${params}`;
+  const [rows, agree] = await Promise.all([api("GET", `/api/lifts?${params}`), api("GET", "/api/agreement")]);
+  $("#agreement").textContent = agree.compared
+    ? `Shadow mode: the system agreed with the referees on ${agree.agree} of ${agree.compared} lifts (${(agree.rate * 100).toFixed(0)} %); ${agree.system_undecided} undecided.`
+    : "Shadow mode: no lift has both a system call and the referees' lights yet.";
+  $("#history-table tbody").replaceChildren(...rows.map((l) => el("tr", { dataset: { liftId: l.id } },
+    el("td", { text: l.id }), el("td", { text: l.lifter || "—" }), el("td", { text: l.attempt_number ?? "—" }),
+    el("td", { text: verdictWord(l.fused.verdict) }), el("td", { class: "nums", text: fmtCm(l.fused.margin_cm) }),
+    el("td", { text: l.lights_majority ? verdictWord(l.lights_majority) : "—" }),
+    el("td", { text: l.appeals.length ? l.appeals[l.appeals.length - 1].status : "" }),
+    el("td", { text: l.result.verdict ? `${verdictWord(l.result.verdict)} (${l.result.by})` : "—" }),
+    el("td", {}, el("a", { href: `#replay/${l.id}`, text: "replay" })))));
+}
+$("#history-form").addEventListener("submit", (ev) => { ev.preventDefault(); renderHistory(); });
+
+async function renderAppeals() {
+  const list = await api("GET", "/api/appeals");
+  const box = $("#appeals");
+  if (!list.length) { box.replaceChildren(el("p", { class: "empty", text: "No appeals." })); return; }
+  const lifts = await Promise.all(list.map((a) => api("GET", `/api/lifts/${a.lift_id}`).catch(() => null)));
+  box.replaceChildren(...list.map((a, i) => {
+    const lift = lifts[i];
+    const msg = el("span", { class: "error", role: "alert" });
+    const row = el("article", { class: "lift", dataset: { appealId: a.id, status: a.status } },
+      el("div", { class: "lightbox" }, lift ? lightNode(lift.fused.verdict, "system call") : null, el("span", { class: `badge ${a.status}`, text: a.status })),
+      el("div", { class: "stack" },
+        el("h3", { text: `Appeal ${a.id} — ${a.lifter}, lift ${a.lift_id}` }),
+        el("div", { text: `Filed by ${a.filed_by}: ${a.reason || "(no reason given)"}` }),
+        lift ? el("div", { class: "nums" }, `System: ${verdictWord(lift.fused.verdict)}, margin ${fmtCm(lift.fused.margin_cm)}, confidence ${lift.fused.confidence.toFixed(2)} · referees: `,
+          lift.lights ? `${lightWord(lift.lights.left)} / ${lightWord(lift.lights.head)} / ${lightWord(lift.lights.right)}${lift.split ? " (2–1)" : ""}` : "not entered") : null,
+        el("a", { href: `#replay/${a.lift_id}`, text: "Open replay" }),
+        a.status !== "pending" ? el("div", { text: `Decided by ${a.decided_by}: ${a.status}${a.note ? ` — ${a.note}` : ""}` }) : null,
+        msg));
+    if (a.status === "pending" && can("jury")) {
+      const note = el("input", { id: `j-note-${a.id}`, name: "note" });
+      const decide = (reverse) => async () => {
+        msg.textContent = "";
+        try { await api("POST", `/api/appeals/${a.id}/decide`, { reverse, note: note.value }); renderAppeals(); } catch (e) { msg.textContent = e.message; }
+      };
+      const reversible = lift && lift.split;
+      $(".stack", row).append(el("div", { class: "actions" }, el("label", { for: `j-note-${a.id}`, text: "Jury note" }), note,
+        el("button", { type: "button", dataset: { role: "reverse" }, disabled: !reversible, title: reversible ? null : "only a 2–1 decision can be reversed", onclick: decide(true), text: "Reverse decision" }),
+        el("button", { type: "button", dataset: { role: "uphold" }, onclick: decide(false), text: "Uphold decision" })));
+    }
+    return row;
+  }));
+}
+
+$("#audit-verify").addEventListener("click", async () => {
+  const res = await fetch("/api/audit/verify", { credentials: "same-origin" });
+  const r = await res.json();
+  $("#audit-result").textContent = r.ok ? `Chain intact: ${r.entries} entries verified.` : `TAMPERING DETECTED at entry ${r.first_bad_id}: ${r.problem}`;
+  $("#audit-result").className = r.ok ? "" : "error";
+});
+
+async function renderAudit() {
+  const rows = await api("GET", "/api/audit?limit=1000");
+  $("#audit-table tbody").replaceChildren(...rows.reverse().map((r) => el("tr", {},
+    el("td", { text: r.id }), el("td", { text: new Date(r.at_us / 1000).toLocaleString() }), el("td", { text: `${r.actor} (${r.role})` }),
+    el("td", { text: r.action }), el("td", { text: r.target }), el("td", { class: "nums", text: JSON.stringify(r.details) }))));
+}
+
+function formJson(form) {
+  const out = {};
+  for (const e of form.elements) if (e.name) out[e.name] = e.type === "number" ? Number(e.value) : (e.value === "" ? null : e.value);
+  return out;
+}
+for (const [id, path] of [["#f-meet", "/api/meets"], ["#f-platform", "/api/platforms"], ["#f-camera", "/api/cameras"], ["#f-user", "/api/users"]]) {
+  $(id).addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try { const r = await api("POST", path, formJson(ev.target)); $("#admin-msg").textContent = `Saved: ${JSON.stringify(r)}`; $("#admin-msg").className = ""; if (id === "#f-user") ev.target.reset(); renderAdmin(); }
+    catch (e) { $("#admin-msg").textContent = e.message; $("#admin-msg").className = "error"; }
+  });
+}
+
+async function renderAdmin() {
+  const [users, config] = await Promise.all([api("GET", "/api/users"), api("GET", "/api/config")]);
+  $("#users").replaceChildren(...users.map((u) => el("li", {}, `${u.name} — ${u.role.replace("_", " ")}${u.lifter ? ` (for ${u.lifter})` : ""} `,
+    u.name !== app.me.name ? el("button", { type: "button", onclick: async () => { await api("POST", `/api/users/${encodeURIComponent(u.name)}/disable`); renderAdmin(); }, text: "disable" }) : null)));
+  $("#config").textContent = JSON.stringify(config, null, 2);
+}
+
+// --- routing -----------------------------------------------------------------------------------------
+
+function currentView() { return (location.hash.slice(1).split("/")[0] || "live").split("=")[0]; }
+
+async function route() {
+  let view = currentView();
+  if (view === "login" && location.hash.startsWith("#login=")) {
+    // A one-time login link (printed by `meetvar demo` / `meetvar users login-link`): the token sits in the
+    // fragment, so it never reaches a server log or a Referer; it is posted once and removed from the address.
+    const token = location.hash.slice("#login=".length);
+    history.replaceState(null, "", "/#live");
+    try { await api("POST", "/api/login/token", { token }); } catch (e) { $("#login-error").textContent = e.message; }
+    return afterLogin();
+  }
+  if (!app.me && view !== "login") view = "login";
+  if (app.me && app.me.id !== 0 && view === "login") view = "live";
+  for (const s of $$(".view")) s.hidden = s.id !== `view-${view}`;
+  for (const a of $$("#nav a")) a.classList.toggle("active", a.dataset.view === view);
+  try {
+    if (view === "live") renderLive();
+    else if (view === "replay") await openReplay(Number(location.hash.split("/")[1]));
+    else if (view === "history") await renderHistory();
+    else if (view === "appeals") await renderAppeals();
+    else if (view === "audit") await renderAudit();
+    else if (view === "admin") await renderAdmin();
+  } catch (e) {
+    if (e.status === 401) { app.me = null; location.hash = "#login"; }
+    else announce(e.message);
+  }
+  document.body.dataset.view = view;
+}
+
+window.addEventListener("hashchange", () => { if (currentView() !== "replay") pauseAll(); route(); });
+
+(async function start() {
+  if (location.hash.startsWith("#login=")) return route();
+  await loadMe();
+  if (app.me) connect(true);
+  route();
+})();

@@ -1,0 +1,106 @@
+"""``meetvar bench pose|pipeline|ingest``: benchmarks that print their figures as JSON, last.
+
+``pose`` and ``pipeline`` live in :mod:`meetvar.bench`; ``ingest`` is :mod:`meetvar.bench_ingest`'s
+``run_bench_ingest`` when that module is installed (it is looked up when the command runs, so this
+command works, and says so clearly, without it). Everything heavy is imported inside the commands so
+``meetvar --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+from meetvar.errors import UserError
+
+INGEST_MODULE = "meetvar.bench_ingest"
+MEDIAPIPE_PYTHON = Path(__file__).resolve().parent.parent / ".venv-mediapipe" / "bin" / "python"
+
+
+def register(sub: Any) -> None:
+    bench = sub.add_parser("bench", help="benchmarks (pose, pipeline, ingest); JSON printed last")
+    kinds = bench.add_subparsers(dest="bench", required=True)
+
+    pose = kinds.add_parser(
+        "pose", help="pose fps and latency per backend and batch, agreement with MediaPipe"
+    )
+    add_pose_arguments(pose)
+    pose.set_defaults(func=cmd_bench_pose)
+
+    pipe = kinds.add_parser("pipeline", help="judge end to end, and lockout-to-dashboard latency live")
+    add_pipeline_arguments(pipe)
+    pipe.set_defaults(func=cmd_bench_pipeline)
+
+    # The ingest benchmark's options belong to its own module, which is imported only when the command
+    # runs: everything after "ingest" is handed to that module's parser untouched ("+" as the prefix
+    # character means this parser treats "--cameras 1 2" and "--help" as plain words).
+    ingest = kinds.add_parser(
+        "ingest",
+        help="WHIP cameras per core and capture-to-Kafka latency (meetvar bench ingest --help)",
+        add_help=False,
+        prefix_chars="+",
+    )
+    ingest.add_argument("rest", nargs="*", help="options of the ingest benchmark")
+    ingest.set_defaults(func=cmd_bench_ingest)
+
+
+def add_pose_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--video", help="clip to measure on (default: the bundled clip scaled to 720p)")
+    p.add_argument("--backends", default="ort", help="comma-separated: ort, torch, tensorrt")
+    p.add_argument("--batch", default="1", help="comma-separated batch sizes (cameras per model call)")
+    p.add_argument("--frames", type=int, default=300, help="frames of the clip to use (default 300)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per backend (default 1)")
+    p.add_argument(
+        "--repeat", type=int, default=1, help="runs per backend and of MediaPipe; the best is kept"
+    )
+    p.add_argument("--no-mediapipe", action="store_true", help="skip the MediaPipe reference run")
+    p.add_argument("--mediapipe-python", default=str(MEDIAPIPE_PYTHON), help="python of the side venv")
+    p.add_argument("--json", action="store_true", help="print only the JSON")
+
+
+def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--video", help="clip for the judge run (default: the bundled clip scaled to 720p)")
+    p.add_argument("--repeat", type=int, default=1, help="judge runs (the best is reported)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-live", action="store_true", help="skip the live (demo) latency part")
+    p.add_argument("--live-video", help="clip the live part streams (default: the bundled clip)")
+    p.add_argument("--decisions", type=int, default=2, help="decisions to wait for in the live part")
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for them")
+    p.add_argument("--json", action="store_true", help="print only the JSON")
+
+
+def _emit(result: dict[str, Any], as_json: bool) -> int:
+    if not as_json:
+        print(json.dumps(result, indent=2))
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_bench_pose(args: argparse.Namespace) -> int:
+    from meetvar.bench import bench_pose
+
+    return _emit(bench_pose(args), args.json)
+
+
+def cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from meetvar.bench import bench_pipeline
+
+    return _emit(bench_pipeline(args), args.json)
+
+
+def cmd_bench_ingest(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec(INGEST_MODULE) is None:
+        raise UserError(f"the ingest benchmark ({INGEST_MODULE}) is not part of this install")
+    module = importlib.import_module(INGEST_MODULE)
+    parser = argparse.ArgumentParser(prog="meetvar bench ingest")
+    if hasattr(module, "add_arguments"):
+        module.add_arguments(parser)
+    else:
+        parser.add_argument("--json", action="store_true")
+    own = parser.parse_args(args.rest)
+    result: dict[str, Any] = module.run_bench_ingest(own)
+    return _emit(result, bool(getattr(own, "json", False)))

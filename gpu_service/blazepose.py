@@ -41,6 +41,7 @@ import numpy.typing as npt
 
 from gpu_service.backends.base import InferenceBackend, ModelSpec, create_backend
 from gpu_service.imaging import Image, image_size, warp, warp_rgb
+from gpu_service.lifter import Candidate, LastSeen, choose_lifter
 from ingest.chunk_decoder import Yuv420
 from referee.keypoints import NUM_BLAZEPOSE_LANDMARKS, PoseFrame
 
@@ -370,6 +371,8 @@ class BlazePoseTracker:
         self._roi: NormRect | None = None
         self._aux = _AuxSmoother()
         self._clock_origin_us: int | None = None
+        self._last_lifter: LastSeen | None = None  # where the tracked lifter was, to re-find them
+        self._now_us = 0
         self._next_track_id = 0
         self._track_id: int | None = None
         self._pending = False
@@ -410,15 +413,45 @@ class BlazePoseTracker:
         decoded, kps, scores = decoded[valid], kps[valid], scores[valid]
         if scores.size == 0:
             return None
-        _, best_kps = self._weighted_nms_top(decoded, kps, scores)
+        people = self._weighted_nms_all(decoded, kps, scores)
+        aspect = width / height
+        choice = choose_lifter(
+            [
+                Candidate(
+                    float(k[0, 0]) * aspect,
+                    float(k[0, 1]),
+                    math.hypot((k[1, 0] - k[0, 0]) * aspect, k[1, 1] - k[0, 1]),
+                    sc,
+                )
+                for k, sc in people
+            ],
+            self._last_lifter,
+            self._now_us,
+        )
+        if choice is None:
+            return None
+        best_kps = people[choice][0]
 
         # DetectionLetterboxRemovalCalculator (only the keypoints feed the ROI).
         kx = (best_kps[:, 0] - left) / (1.0 - left - right)
         ky = (best_kps[:, 1] - top) / (1.0 - top - bottom)
         return _alignment_rect((float(kx[0]), float(ky[0])), (float(kx[1]), float(ky[1])), width, height)
 
+    @classmethod
+    def _weighted_nms_all(cls, boxes: F64, kps: F64, scores: F64) -> list[tuple[F64, float]]:
+        """Every person the detector found: NonMaxSuppressionCalculator (WEIGHTED, IoU 0.3) run to the
+        end, as (keypoints, score) in score order. The first is what MediaPipe's pose graph would take."""
+        people: list[tuple[F64, float]] = []
+        left = np.ones(scores.shape[0], dtype=bool)
+        while np.any(left):
+            idx = np.flatnonzero(left)
+            _, kp, members = cls._weighted_nms_top(boxes[idx], kps[idx], scores[idx])
+            people.append((kp, float(scores[idx].max())))
+            left[idx[members]] = False
+        return people
+
     @staticmethod
-    def _weighted_nms_top(boxes: F64, kps: F64, scores: F64) -> tuple[F64, F64]:
+    def _weighted_nms_top(boxes: F64, kps: F64, scores: F64) -> tuple[F64, F64, npt.NDArray[np.bool_]]:
         """First output of NonMaxSuppressionCalculator(WEIGHTED, IoU 0.3): the highest-scoring box
         averaged, score-weighted, with every box that overlaps it by IoU > 0.3. Only the first is
         used by the pose graph, so the rest of the suppression loop is skipped."""
@@ -439,7 +472,7 @@ class BlazePoseTracker:
         total = float(wts.sum())
         box = (boxes[members] * wts[:, None]).sum(axis=0) / total
         kp = (kps[members] * wts[:, None, None]).sum(axis=0) / total
-        return box, kp
+        return box, kp, members
 
     # ---- landmarks ------------------------------------------------------------------------------
 
@@ -526,6 +559,7 @@ class BlazePoseTracker:
             image = np.ascontiguousarray(image)
         height, width = image_size(image)
         detected = False
+        self._now_us = int(capture_us)
         roi = self._roi
         if roi is None:
             roi = self._detect(image)
@@ -575,6 +609,13 @@ class BlazePoseTracker:
         if self._clock_origin_us is None:
             self._clock_origin_us = int(capture_us) - 1
         filtered_aux = self._aux.apply(aux, int(capture_us) - self._clock_origin_us, width, height)
+        aspect = width / height
+        self._last_lifter = LastSeen(
+            float(aux[0, 0]) * aspect,
+            float(aux[0, 1]),
+            math.hypot((aux[1, 0] - aux[0, 0]) * aspect, aux[1, 1] - aux[0, 1]),
+            int(capture_us),
+        )
         self._roi = _alignment_rect(
             (float(filtered_aux[0, 0]), float(filtered_aux[0, 1])),
             (float(filtered_aux[1, 0]), float(filtered_aux[1, 1])),

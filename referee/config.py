@@ -48,7 +48,7 @@ class RefereeConfig:
     # --- depth rule ---
     smoothing_window: int = 7
     """Savitzky-Golay window (frames); order 2 keeps the bottom's curvature instead of shaving it."""
-    surface_offset_thigh: float = 0.16
+    surface_offset_thigh: float = 0.15
     """Net shift, in thigh lengths, from the model's hip-centre-over-knee-centre margin to the rule's
     "top surface of the legs at the hip joint" against "the top of the knees" (positive: the centres
     under-state depth). The model's hip landmark sits above the true hip joint and the surfaces lie

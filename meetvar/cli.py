@@ -244,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Logs go to stderr from the first line on: stdout belongs to results (`judge --json` is parsed).
+    from meetvar.logs import configure
+
+    configure(args.command)
     try:
         code: int = args.func(args)
         return code

@@ -85,3 +85,15 @@ def test_dashboard_port_in_use(tmp_path: Path) -> None:
 def test_bad_camera_id(tmp_path: Path, camera: str) -> None:
     proc = meetvar("demo", "--camera", camera, "--port", "0", "--data-dir", str(tmp_path))
     assert_one_line_error(proc, "meet/platform/camera")
+
+
+def test_logs_go_to_stderr_so_json_on_stdout_stays_parseable(capsys: pytest.CaptureFixture[str]) -> None:
+    import structlog
+
+    from meetvar.cli import main
+
+    assert main(["judge", "/nonexistent/clip.mp4", "--json"]) == 2
+    structlog.get_logger().warning("source.non_increasing_pts", last_us=300000, pts_us=200000)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "non_increasing_pts" in err and "no such file" in err

@@ -27,6 +27,7 @@ the pose worker and ``meetvar judge`` pass): the crops are then sampled from the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -42,6 +43,7 @@ import numpy.typing as npt
 from gpu_service.backends.base import InferenceBackend, ModelSpec, create_backend
 from gpu_service.imaging import Image, image_size, warp, warp_rgb
 from gpu_service.lifter import Candidate, LastSeen, choose_lifter
+from gpu_service.still import StillGate
 from ingest.chunk_decoder import Yuv420
 from referee.keypoints import NUM_BLAZEPOSE_LANDMARKS, PoseFrame
 
@@ -325,6 +327,7 @@ class PendingPose:
     roi: NormRect | None
     tensor: F32 | None
     padding: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    reused: bool = False  # the lifter stands still: repeat the last pose (gpu_service.still)
 
 
 class BlazePoseTracker:
@@ -350,6 +353,7 @@ class BlazePoseTracker:
         *,
         threads: int = 1,
         backend: InferenceBackend | str | None = None,
+        skip_still: bool = True,
     ) -> None:
         self.files = ModelFiles.locate(models_dir)
         self.files.verify()
@@ -364,6 +368,8 @@ class BlazePoseTracker:
         self.backend: InferenceBackend = backend
         self._anchors = _ssd_anchors()
         self._pending = False
+        self.skip_still = skip_still
+        self._gate = StillGate()
         self.reset()
 
     def reset(self) -> None:
@@ -376,8 +382,11 @@ class BlazePoseTracker:
         self._next_track_id = 0
         self._track_id: int | None = None
         self._pending = False
+        self._gate.reset()
+        self._last_pose: PoseFrame | None = None
         self.detector_runs = 0
         self.landmark_runs = 0
+        self.reused_frames = 0
         self.last_roi: NormRect | None = None
         self.last_detector_ms = 0.0
         self.last_landmark_ms = 0.0
@@ -561,6 +570,16 @@ class BlazePoseTracker:
         detected = False
         self._now_us = int(capture_us)
         roi = self._roi
+        if (
+            roi is not None
+            and self._last_pose is not None
+            and self.skip_still
+            and self._gate.skip(frame_index)
+        ):
+            self._pending = True
+            return PendingPose(
+                int(capture_us), int(frame_index), width, height, False, roi, None, reused=True
+            )
         if roi is None:
             roi = self._detect(image)
             detected = True
@@ -577,6 +596,17 @@ class BlazePoseTracker:
         self._pending = False
         capture_us, frame_index = pending.capture_us, pending.frame_index
         width, height, detected = pending.width, pending.height, pending.detected
+        if pending.reused and self._last_pose is not None:
+            self.reused_frames += 1
+            last = self._last_pose
+            return dataclasses.replace(
+                last,
+                capture_us=capture_us,
+                frame_index=frame_index,
+                keypoints=None if last.keypoints is None else last.keypoints.copy(),
+                world=None if last.world is None else last.world.copy(),
+                extras={**last.extras, "detector_ran": 0.0, "reused": 1.0},
+            )
         if pending.roi is None or pending.tensor is None or outputs is None:
             self._drop_track()
             return PoseFrame(
@@ -630,7 +660,8 @@ class BlazePoseTracker:
         keypoints[:, 1] = landmarks[:, 1] * height
         keypoints[:, 2] = landmarks[:, 2] * width  # MediaPipe scales z like x
         keypoints[:, 3] = landmarks[:, 3]
-        return PoseFrame(
+        self._gate.observe(frame_index, keypoints)
+        self._last_pose = PoseFrame(
             capture_us=int(capture_us),
             frame_index=int(frame_index),
             width=width,
@@ -642,11 +673,14 @@ class BlazePoseTracker:
             model_id=self.MODEL_ID,
             extras={"detector_ran": float(detected)},
         )
+        return self._last_pose
 
     def _drop_track(self) -> None:
         self._roi = None
         self._track_id = None
         self._aux.reset()
+        self._gate.reset()
+        self._last_pose = None
 
 
 def _refine_from_heatmap(norm: F64, heatmap: F32) -> None:

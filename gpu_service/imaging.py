@@ -30,6 +30,7 @@ F64 = npt.NDArray[np.float64]
 INTER_BITS = 5
 INTER_TAB_SIZE = 1 << INTER_BITS
 _LIMIT = (-(2.0**31), 2.0**31 - 1.0)
+_FAST_LIMIT = 32767.0 * INTER_TAB_SIZE  # |coordinate| below this: no clamp can change a map value
 
 # Luma/chroma weights (Kr, Kb) of the matrices a chunk can be tagged with.
 _KR_KB = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722), "bt2020": (0.2627, 0.0593)}
@@ -42,40 +43,62 @@ def _inverse_matrix(cx: float, cy: float, w: float, h: float, rotation: float, s
     return np.asarray(cv2.invert(forward, flags=cv2.DECOMP_LU)[1], dtype=np.float64).reshape(-1)
 
 
+def _grid(size: int) -> tuple[F64, F64]:
+    """The output pixels' column (1, size) and row (size, 1) indices, made once per size."""
+    if (cached := _GRIDS.get(size)) is None:
+        xs = np.arange(size, dtype=np.float64)[None, :]
+        ys = np.arange(size, dtype=np.float64)[:, None]
+        cached = _GRIDS[size] = (xs, ys)
+    return cached
+
+
+_GRIDS: dict[int, tuple[F64, F64]] = {}
+
+
 def _source_coords(m: F64, size: int) -> tuple[F64, F64]:
     """Source coordinates of every output pixel, in 1/32 pixel units, before rounding (OpenCV 4's
     warpPerspective order of operations, so the rounding below lands where OpenCV 4's did)."""
-    xs = np.arange(size, dtype=np.float64)[None, :]
-    ys = np.arange(size, dtype=np.float64)[:, None]
+    xs, ys = _grid(size)
     wsum = (m[7] * ys + m[8]) + m[6] * xs
-    wscale = np.where(wsum != 0.0, INTER_TAB_SIZE / np.where(wsum != 0.0, wsum, 1.0), 0.0)
-    ux = ((m[1] * ys + m[2]) + m[0] * xs) * wscale
-    uy = ((m[4] * ys + m[5]) + m[3] * xs) * wscale
+    if wsum.all():  # a crop's homography never sends a pixel to infinity; OpenCV's guard otherwise
+        wscale = INTER_TAB_SIZE / wsum
+    else:
+        wscale = np.where(wsum != 0.0, INTER_TAB_SIZE / np.where(wsum != 0.0, wsum, 1.0), 0.0)
+    ux = (m[1] * ys + m[2]) + m[0] * xs
+    ux *= wscale
+    uy = (m[4] * ys + m[5]) + m[3] * xs
+    uy *= wscale
     return ux, uy
 
 
 def _fixed_maps(ux: F64, uy: F64) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint16]]:
     """cv2.remap's fixed-point maps from 1/32-pixel coordinates.
 
-    The clamps only matter for a crop far outside the frame; they are skipped when the values are in
-    range (the common case), which gives the same integers in a fifth of the time (int32 arithmetic,
-    no clipping passes).
+    The clamps only matter for a crop far outside the frame (beyond ±32767 pixels); they are skipped
+    when the values are in range (the common case), which gives the same integers in a fraction of
+    the time (int32 arithmetic, no clipping passes).
     """
-    lo, hi = _LIMIT
-    if min(float(ux.min()), float(uy.min())) >= lo and max(float(ux.max()), float(uy.max())) <= hi:
+    if max(float(np.abs(ux).max()), float(np.abs(uy).max())) < _FAST_LIMIT:
         fx = np.rint(ux).astype(np.int32)
         fy = np.rint(uy).astype(np.int32)
-    else:
-        fx = np.rint(np.clip(ux, lo, hi)).astype(np.int64)
-        fy = np.rint(np.clip(uy, lo, hi)).astype(np.int64)
-    sx, sy = fx >> INTER_BITS, fy >> INTER_BITS
-    if min(int(sx.min()), int(sy.min())) < -32768 or max(int(sx.max()), int(sy.max())) > 32767:
-        sx, sy = np.clip(sx, -32768, 32767), np.clip(sy, -32768, 32767)
-    map1 = np.empty((*fx.shape, 2), dtype=np.int16)
+        map1 = np.empty((*fx.shape, 2), dtype=np.int16)
+        np.right_shift(fx, INTER_BITS, out=map1[..., 0], casting="unsafe")
+        np.right_shift(fy, INTER_BITS, out=map1[..., 1], casting="unsafe")
+        fy &= INTER_TAB_SIZE - 1
+        fy <<= INTER_BITS
+        fx &= INTER_TAB_SIZE - 1
+        fy |= fx
+        return map1, fy.astype(np.uint16)
+    lo, hi = _LIMIT
+    fx64 = np.rint(np.clip(ux, lo, hi)).astype(np.int64)
+    fy64 = np.rint(np.clip(uy, lo, hi)).astype(np.int64)
+    sx = np.clip(fx64 >> INTER_BITS, -32768, 32767)
+    sy = np.clip(fy64 >> INTER_BITS, -32768, 32767)
+    map1 = np.empty((*fx64.shape, 2), dtype=np.int16)
     map1[..., 0] = sx
     map1[..., 1] = sy
     mask = INTER_TAB_SIZE - 1
-    map2 = ((fy & mask) * INTER_TAB_SIZE + (fx & mask)).astype(np.uint16)
+    map2 = ((fy64 & mask) * INTER_TAB_SIZE + (fx64 & mask)).astype(np.uint16)
     return map1, map2
 
 

@@ -28,7 +28,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from gpu_service.backends.base import InferenceBackend, create_backend
 from gpu_service.blazepose import LANDMARK, BlazePoseTracker, PendingPose, model_files
-from ingest.chunk_decoder import Yuv420, decode_chunk_yuv
+from gpu_service.pose_input import decode_for_pose
+from ingest.chunk_decoder import Yuv420
 from ingest.errors import ChunkDecodeError
 from stream_processors.object_store import ObjectStore, ObjectStoreError
 from stream_processors.schemas import ChunkMeta, PoseMsg, SchemaError, unpack_chunk
@@ -38,13 +39,6 @@ log = structlog.get_logger()
 TrackerFactory = Callable[[], BlazePoseTracker]
 DEFAULT_MAX_BATCH = 8
 DEFAULT_MAX_WAIT_MS = 20.0
-
-
-def decode_for_pose(data: bytes, expected_frames: int, *, crc32: int | None = None) -> list[Yuv420]:
-    """The one way a chunk becomes the pose model's pixels, live (this worker) and offline (``meetvar
-    judge``): the decoder's YUV planes, which the tracker crops from directly. Keeping this in one
-    function is what keeps live and offline poses identical."""
-    return decode_chunk_yuv(data, expected_frames, crc32=crc32)
 
 
 def shared_tracker_factory(

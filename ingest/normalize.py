@@ -25,13 +25,14 @@ def chunks_from_file(
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     max_frames: int | None = None,
     options: Mapping[str, str] | None = None,
+    decoder_threads: int = 0,
 ) -> Iterator[Chunk]:
     """Chunks of a video file or stream URL; ``capture_us = start_us + pts_us``.
 
     ``max_frames`` stops after that many source frames (the last chunk is then partial).
     Raises :class:`ingest.errors.SourceError` (on first iteration) when the source is unusable.
     """
-    with open_source(path, options=options) as source:
+    with open_source(path, options=options, decoder_threads=decoder_threads) as source:
         chunker = Chunker(source.fps, start_us=start_us, chunk_seconds=chunk_seconds)
         for frame in source:
             if max_frames is not None and frame.index >= max_frames:

@@ -152,7 +152,9 @@ def run_pose_backend(
     from gpu_service.blazepose import LANDMARK, BlazePoseTracker, model_files
 
     backend = create_backend(backend_name, model_files().specs(), threads=threads, max_batch=max(8, batch))
-    trackers = [BlazePoseTracker(backend=backend) for _ in range(batch)]
+    # Every frame through the model (no still-frame reuse): the model's own speed, frame for frame
+    # comparable with MediaPipe's.
+    trackers = [BlazePoseTracker(backend=backend, skip_still=False) for _ in range(batch)]
     for warm in range(min(5, len(frames))):  # load kernels / capture graphs, then start clean
         for t in trackers:
             t.process(frames[warm], times[warm], warm)

@@ -50,10 +50,15 @@ def _camera_id(text: str) -> str:
     return text
 
 
+_EVERY_FRAME_HELP = (
+    "run the pose model on every frame, also while the lifter stands still (slower; see gpu_service/still.py)"
+)
+
+
 def cmd_judge(args: argparse.Namespace) -> int:
     from meetvar.judge import judge_video
 
-    result = judge_video(_existing_video(args.video), threads=args.threads)
+    result = judge_video(_existing_video(args.video), threads=args.threads, skip_still=not args.every_frame)
     if args.json:
         print(json.dumps(result))
     else:
@@ -100,7 +105,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(
         videos,
         labels,
-        lambda p: judge_video(p, threads=args.threads, config=config),
+        lambda p: judge_video(p, threads=args.threads, config=config, skip_still=not args.every_frame),
         progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
     result: dict[str, Any] = {"scored": report.summary(("H", "M")), "low_confidence": report.summary(("L",))}
@@ -194,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("video")
     judge.add_argument("--json", action="store_true", help="print the JSON contract")
     judge.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for the pose model")
+    judge.add_argument("--every-frame", action="store_true", help=_EVERY_FRAME_HELP)
     judge.set_defaults(func=cmd_judge)
 
     ev = sub.add_parser("evaluate", help="agreement of judge with a labels CSV of real footage")
@@ -203,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--fit", action="store_true", help="fit the surface offset, cross-validated by video")
     ev.add_argument("--threads", type=int, default=1)
+    ev.add_argument("--every-frame", action="store_true", help=_EVERY_FRAME_HELP)
     ev.set_defaults(func=cmd_evaluate)
 
     ing = sub.add_parser("ingest", help="stream a video file into video.chunks as one camera")

@@ -85,15 +85,17 @@ def open_source(
     *,
     options: Mapping[str, str] | None = None,
     timeout: float | tuple[float, float] | None = None,
+    decoder_threads: int = 0,
 ) -> FileSource:
-    return FileSource(source, options=options, timeout=timeout)
+    return FileSource(source, options=options, timeout=timeout, decoder_threads=decoder_threads)
 
 
 class FileSource:
     """Decoded, normalised video frames of a file or stream URL. Opening raises :class:`SourceError`.
 
     ``options`` go to ``av.open`` (demuxer/protocol options, e.g. ``{"rtsp_transport": "tcp"}``),
-    ``timeout`` is seconds for open and read (or a pair). Iterate once; use as a context manager or
+    ``timeout`` is seconds for open and read (or a pair), ``decoder_threads`` the decoder's threads (0:
+    FFmpeg's choice). Iterate once; use as a context manager or
     call :meth:`close`.
     """
 
@@ -103,6 +105,7 @@ class FileSource:
         *,
         options: Mapping[str, str] | None = None,
         timeout: float | tuple[float, float] | None = None,
+        decoder_threads: int = 0,
     ) -> None:
         self.url = os.fspath(source)
         self.is_network = is_url(self.url)
@@ -138,7 +141,11 @@ class FileSource:
             self._container.close()
             raise SourceError(f"{self.url} is a text file, not a video — {_WHAT_TO_DO}")
         # Frame threads are faster for files; live streams use slice threads, which add no delay.
-        self._stream.thread_type = "SLICE" if self.is_network else "AUTO"
+        # ``decoder_threads=1`` is for callers that keep the other cores busy themselves (``meetvar
+        # judge``'s pipeline): one thread costs ≈10 % less CPU per frame than frame threads.
+        self._stream.thread_type = "SLICE" if self.is_network or decoder_threads == 1 else "AUTO"
+        if decoder_threads > 0:
+            self._stream.thread_count = decoder_threads
         rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
         self.fps: Fraction = Fraction(rate) if rate and 0 < rate < 1000 else DEFAULT_FPS
         self._iterated = False

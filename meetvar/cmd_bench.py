@@ -1,4 +1,4 @@
-"""``meetvar bench pose|pipeline|ingest``: benchmarks that print their figures as JSON, last.
+"""``meetvar bench pose|pipeline|workers|ingest``: benchmarks that print their figures as JSON, last.
 
 ``pose`` and ``pipeline`` live in :mod:`meetvar.bench`; ``ingest`` is :mod:`meetvar.bench_ingest`'s
 ``run_bench_ingest`` when that module is installed (it is looked up when the command runs, so this
@@ -34,6 +34,10 @@ def register(sub: Any) -> None:
     pipe = kinds.add_parser("pipeline", help="judge end to end, and lockout-to-dashboard latency live")
     add_pipeline_arguments(pipe)
     pipe.set_defaults(func=cmd_bench_pipeline)
+
+    workers = kinds.add_parser("workers", help="pose frames/s with 1, 2, ... pose workers on a real broker")
+    add_workers_arguments(workers)
+    workers.set_defaults(func=cmd_bench_workers)
 
     # The ingest benchmark's options belong to its own module, which is imported only when the command
     # runs: everything after "ingest" is handed to that module's parser untouched ("+" as the prefix
@@ -73,6 +77,15 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print only the JSON")
 
 
+def add_workers_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
+    p.add_argument("--cameras", type=int, default=4, help="cameras publishing (default 4)")
+    p.add_argument("--chunks", type=int, default=8, help="measured chunks per camera (default 8, 4 s)")
+    p.add_argument("--video", help="clip the cameras send (default: the bundled clip)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each run's poses")
+    p.add_argument("--json", action="store_true", help="print only the JSON")
+
+
 def _emit(result: dict[str, Any], as_json: bool) -> int:
     if not as_json:
         print(json.dumps(result, indent=2))
@@ -90,6 +103,12 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from meetvar.bench import bench_pipeline
 
     return _emit(bench_pipeline(args), args.json)
+
+
+def cmd_bench_workers(args: argparse.Namespace) -> int:
+    from meetvar.bench_workers import run_bench_workers
+
+    return _emit(run_bench_workers(args), args.json)
 
 
 def cmd_bench_ingest(args: argparse.Namespace) -> int:

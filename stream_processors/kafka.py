@@ -36,6 +36,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from stream_processors.topics import PARTITIONS
+
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "BrokerUnavailable",
@@ -171,8 +173,9 @@ async def wait_for_broker(bootstrap: str, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.2)
 
 
-async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> None:
-    """Create *names* with *partitions* partitions unless they already exist (idempotent).
+async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int | None = None) -> None:
+    """Create *names* unless they already exist (idempotent), each with *partitions* partitions, or by
+    default with its count in :data:`stream_processors.topics.PARTITIONS` (one if not listed).
 
     Explicit creation matters on Tansu: an auto-created topic gets 4 partitions,
     which would break per-key ordering across keys we assume live on one
@@ -189,7 +192,10 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 
         missing = [n for n in wanted if n not in existing]
         if missing:
             response = await admin.create_topics(
-                [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in missing]
+                [
+                    NewTopic(name, num_partitions=partitions or PARTITIONS.get(name, 1), replication_factor=1)
+                    for name in missing
+                ]
             )
             for name, code, *message in response.topic_errors:
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
@@ -198,12 +204,13 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 
         if present:
             for desc in await admin.describe_topics(present):
                 count = len(desc.get("partitions", []))
-                if count != partitions:
+                want = partitions or PARTITIONS.get(str(desc.get("topic")), 1)
+                if count != want:
                     log.warning(
                         "topic partition count differs",
                         topic=desc.get("topic"),
                         partitions=count,
-                        wanted=partitions,
+                        wanted=want,
                     )
     finally:
         await admin.close()

@@ -11,6 +11,13 @@ AUDIT = "audit"
 
 ALL_TOPICS = (VIDEO_CHUNKS, POSES, MEET_STATE, DECISIONS, EXPLANATIONS, AUDIT)
 
+# Partitions per topic (created once: Kafka and Tansu cannot change them later). ``video.chunks`` is
+# split by camera key so that up to this many pose workers in one consumer group share the cameras —
+# the way a pose service scales out; a camera's chunks stay in one partition, in order. Every other
+# topic has one partition: the referee, the archiver and the dashboard read them in one global order.
+VIDEO_CHUNKS_PARTITIONS = 8
+PARTITIONS = {VIDEO_CHUNKS: VIDEO_CHUNKS_PARTITIONS}
+
 
 def camera_key(meet: str, platform: str, camera: str) -> str:
     return f"{meet}/{platform}/{camera}"

@@ -142,3 +142,36 @@ def test_bench_ingest_dispatches_to_its_module(
     assert main(["bench", "ingest"]) != 0
     assert "not part of this install" in capsys.readouterr().err
     sys.modules.pop("fake_bench_ingest", None)
+
+
+def test_bench_workers_scales_out_on_a_real_broker(
+    short_clip: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two cameras, one then two pose-worker processes in a consumer group on a fresh Tansu: every
+    pose of every measured chunk comes back in each run, and the figures are what the JSON says."""
+    args = [
+        "bench",
+        "workers",
+        "--workers",
+        "1,2",
+        "--cameras",
+        "2",
+        "--chunks",
+        "2",
+        "--timeout",
+        "120",
+        "--json",
+    ]
+    rc = main([*args, "--video", str(short_clip)])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["workers"] for r in result["runs"]] == [1, 2]
+    for run in result["runs"]:
+        assert run["frames"] == 2 * 2 * 15  # 2 cameras x 2 chunks x 15 frames, each seen as a pose
+        assert run["fps"] == pytest.approx(run["frames"] / run["seconds"], rel=0.01)
+    assert result["runs"][0]["speedup"] == 1.0
+
+
+def test_bench_workers_rejects_more_workers_than_partitions(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "workers", "--workers", "9"]) == UserError.exit_code
+    assert "from 1 to 8 (the video.chunks partitions)" in capsys.readouterr().err

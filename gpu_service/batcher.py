@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpu_service.backends.base import F32, InferenceBackend, ModelSpec
+from gpu_service.backends.base import F32, InferenceBackend, ModelSpec, concat_rows
 
 
 @dataclass
@@ -58,6 +58,10 @@ class Batcher:
         self.name = f"batched-{backend.name}"
         self.device = backend.device
         self.precision = backend.precision
+        # Crops made on the device pass through to the wrapped backend (gpu_service.device_crop).
+        self.device_crops: bool = bool(getattr(backend, "device_crops", False))
+        if self.device_crops:
+            self.crop_on_device = backend.crop_on_device  # type: ignore[attr-defined]
         self.max_batch = int(max_batch)
         self.max_wait_s = max(0.0, float(max_wait_ms)) / 1000.0
         self.stats = BatchStats()
@@ -126,7 +130,7 @@ class Batcher:
         while (batch := self._take()) is not None:
             started = time.monotonic()
             try:
-                inputs = np.concatenate([r.inputs for r in batch], axis=0)
+                inputs = concat_rows([r.inputs for r in batch])
                 out = self.inner.run(batch[0].model, inputs)
             except BaseException as exc:  # every waiting tracker gets the error, none hangs
                 for r in batch:

@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gpu_service.backends.base import InferenceBackend, ModelSpec, create_backend
-from gpu_service.imaging import Image, image_size, warp, warp_rgb
+from gpu_service.imaging import Image, image_size, inverse_matrix, warp, warp_rgb
 from gpu_service.lifter import Candidate, LastSeen, choose_lifter
 from gpu_service.still import StillGate
 from ingest.chunk_decoder import Yuv420
@@ -325,7 +325,7 @@ class PendingPose:
     height: int
     detected: bool
     roi: NormRect | None
-    tensor: F32 | None
+    tensor: Any  # F32 (1, 256, 256, 3), a device tensor when the backend crops on the GPU, or None
     padding: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     reused: bool = False  # the lifter stands still: repeat the last pose (gpu_service.still)
 
@@ -485,12 +485,15 @@ class BlazePoseTracker:
 
     # ---- landmarks ------------------------------------------------------------------------------
 
-    def _crop(self, image: Image, roi: NormRect) -> tuple[F32, tuple[float, float, float, float]]:
+    def _crop(self, image: Image, roi: NormRect) -> tuple[Any, tuple[float, float, float, float]]:
         """PoseLandmarkByRoiCpu's input: the ROI's 256x256 rotated crop (replicated border) in [0, 1]."""
         height, width = image_size(image)
         cx, cy = roi.x_center * width, roi.y_center * height
         rw, rh = roi.width * width, roi.height * height
         side_w, side_h, padding = _pad_roi(rw, rh)
+        if isinstance(image, Yuv420) and getattr(self.backend, "device_crops", False):
+            inverse = inverse_matrix(cx, cy, side_w, side_h, roi.rotation, LM_SIZE)
+            return self.backend.crop_on_device(image, inverse, LM_SIZE, replicate=True), padding  # type: ignore[attr-defined]
         crop = warp(image, cx, cy, side_w, side_h, roi.rotation, LM_SIZE, cv2.BORDER_REPLICATE)
         return (crop.astype(np.float32) * np.float32(1.0 / 255.0))[None], padding
 

@@ -36,7 +36,9 @@ _FAST_LIMIT = 32767.0 * INTER_TAB_SIZE  # |coordinate| below this: no clamp can 
 _KR_KB = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722), "bt2020": (0.2627, 0.0593)}
 
 
-def _inverse_matrix(cx: float, cy: float, w: float, h: float, rotation: float, size: int) -> F64:
+def inverse_matrix(cx: float, cy: float, w: float, h: float, rotation: float, size: int) -> F64:
+    """The crop's output → source homography (9 values, row-major), as OpenCV 4's warpPerspective
+    inverts it."""
     src = cv2.boxPoints(((cx, cy), (w, h), rotation * 180.0 / math.pi)).astype(np.float32)
     dst = np.array([[0, size], [0, 0], [size, 0], [size, size]], dtype=np.float32)
     forward = cv2.getPerspectiveTransform(src, dst)
@@ -114,7 +116,7 @@ def warp_rgb(
     whose fixed-point-map path is the very code OpenCV 4's warpPerspective ran. This keeps the crop
     identical whichever OpenCV meetvar is installed with.
     """
-    map1, map2 = _fixed_maps(*_source_coords(_inverse_matrix(cx, cy, w, h, rotation, size), size))
+    map1, map2 = _fixed_maps(*_source_coords(inverse_matrix(cx, cy, w, h, rotation, size), size))
     out = cv2.remap(rgb, map1, map2, cv2.INTER_LINEAR, borderMode=border, borderValue=(0, 0, 0))
     return np.asarray(out, dtype=np.uint8)
 
@@ -129,7 +131,7 @@ def warp_yuv(
     half-way between luma rows, so luma (x, y) is chroma (x/2, (y-0.5)/2)). A constant border is black
     (Y at the black level, neutral chroma), which converts to RGB (0, 0, 0) like MediaPipe's border.
     """
-    ux, uy = _source_coords(_inverse_matrix(cx, cy, w, h, rotation, size), size)
+    ux, uy = _source_coords(inverse_matrix(cx, cy, w, h, rotation, size), size)
     luma_maps = _fixed_maps(ux, uy)
     chroma_maps = _fixed_maps(ux * 0.5, (uy - INTER_TAB_SIZE / 2.0) * 0.5)
     black = 0 if frame.full_range else 16

@@ -22,11 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from gpu_service.backends.base import InferenceBackend, create_backend
+from gpu_service.backends.base import InferenceBackend, concat_rows, create_backend
 from gpu_service.blazepose import LANDMARK, BlazePoseTracker, PendingPose, model_files
 from gpu_service.pose_input import decode_for_pose
 from ingest.chunk_decoder import Yuv420
@@ -163,7 +162,7 @@ class PoseWorker:
                 groups[id(tracker.backend)].append(k)
                 backends[id(tracker.backend)] = tracker.backend
         for bid, rows in groups.items():
-            tensors = np.concatenate([pending[k][1].tensor for k in rows], axis=0)
+            tensors = concat_rows([pending[k][1].tensor for k in rows])
             result = backends[bid].run(LANDMARK, tensors)
             for row, k in enumerate(rows):
                 out[k] = {name: value[row : row + 1] for name, value in result.items()}

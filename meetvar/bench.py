@@ -149,6 +149,7 @@ def run_pose_backend(
     """One backend at one batch size: B trackers in lock-step over the frames. Returns the figures and
     camera 0's keypoints ``(N, 33, 2)`` (NaN where no person)."""
     from gpu_service.backends import create_backend
+    from gpu_service.backends.base import concat_rows
     from gpu_service.blazepose import LANDMARK, BlazePoseTracker, model_files
 
     backend = create_backend(backend_name, model_files().specs(), threads=threads, max_batch=max(8, batch))
@@ -170,7 +171,7 @@ def run_pose_backend(
         outs: list[Any] = [None] * batch
         if rows:
             tensors = [pending[k].tensor for k in rows]
-            result = backend.run(LANDMARK, np.concatenate([t for t in tensors if t is not None], axis=0))
+            result = backend.run(LANDMARK, concat_rows([t for t in tensors if t is not None]))
             for r, k in enumerate(rows):
                 outs[k] = {name: v[r : r + 1] for name, v in result.items()}
         poses = [t.finish(p, o) for t, p, o in zip(trackers, pending, outs, strict=True)]

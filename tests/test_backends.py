@@ -13,11 +13,12 @@ import importlib.util
 import pathlib
 import threading
 
+import cv2
 import numpy as np
 import pytest
 
 from gpu_service.backends import BackendUnavailable, create_backend
-from gpu_service.backends.base import canonical_name
+from gpu_service.backends.base import canonical_name, concat_rows
 from gpu_service.batcher import Batcher
 from gpu_service.blazepose import DETECTOR, LANDMARK, BlazePoseTracker, model_files
 from ingest.chunk_decoder import Yuv420, decode_chunk, decode_chunk_yuv
@@ -296,3 +297,47 @@ def test_worker_lockstep_batches_cameras_without_changing_poses(tmp_path: pathli
     results = PoseWorker(store, lambda: BlazePoseTracker(backend=ort_backend)).poses_for_chunks(bad)
     assert isinstance(results[0], Exception) and not isinstance(results[1], Exception)
     assert len(results[1]) == 15
+
+
+def test_crops_made_on_the_device_track_like_the_cpu_crops(
+    frames: tuple[list[np.ndarray], list[Yuv420]],
+) -> None:
+    """The GPU path's crop (gpu_service.device_crop, run here with torch on the CPU) against the CPU
+    path's OpenCV crop, same torch model: the pixels a grey level or so apart, and the referee's joints
+    within the same bounds as the YUV-versus-RGB crops above; batching device crops keeps rows apart."""
+    import torch
+
+    from gpu_service.backends.torch import TorchBackend
+    from gpu_service.device_crop import crop_yuv
+    from gpu_service.imaging import inverse_matrix, warp_yuv
+
+    _, yuv = frames
+    rng = np.random.default_rng(0)
+    for k in range(40):
+        cx, cy = rng.uniform(-50, 650), rng.uniform(-50, 1100)
+        w, h, rot = rng.uniform(100, 900), rng.uniform(100, 900), rng.uniform(-3.1, 3.1)
+        for border, replicate in ((cv2.BORDER_REPLICATE, True), (cv2.BORDER_CONSTANT, False)):
+            ref = warp_yuv(yuv[k], cx, cy, w, h, rot, 256, border).astype(np.float32)
+            got = crop_yuv(
+                torch, yuv[k], inverse_matrix(cx, cy, w, h, rot, 256), 256, "cpu", replicate=replicate
+            )
+            diff = np.abs(got[0].numpy() * 255.0 - ref)
+            assert diff.mean() < 0.3 and (diff > 2.0).mean() < 0.01 and diff.max() <= 8.0
+
+    specs = model_files().specs()
+    on_host = BlazePoseTracker(
+        backend=TorchBackend(specs, device="cpu", device_crops=False), skip_still=False
+    )
+    device = TorchBackend(specs, device="cpu", device_crops=True)
+    on_device = BlazePoseTracker(backend=device, skip_still=False)
+    a, b = _track(on_host, yuv), _track(on_device, yuv)
+    assert all(p.has_person for p in a) and all(p.has_person for p in b)
+    body = np.array([_dist(p, q)[BODY] for p, q in zip(a, b, strict=True)])
+    assert body.mean() < 1.5 and np.percentile(body, 95) < 4.0, (body.mean(), np.percentile(body, 95))
+
+    first = on_device.prepare(yuv[0], 33_367, 0)
+    assert isinstance(first.tensor, torch.Tensor)  # never converted to numpy on the way to the model
+    on_device.finish(first, device.run(LANDMARK, first.tensor))
+    pair = device.run(LANDMARK, concat_rows([first.tensor, first.tensor]))
+    single = device.run(LANDMARK, first.tensor)
+    assert np.abs(pair["landmarks"][1] - single["landmarks"][0]).max() < 1e-4

@@ -16,7 +16,7 @@ import hashlib
 import pathlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -71,6 +71,16 @@ class InferenceBackend(Protocol):
     def models(self) -> Mapping[str, ModelSpec]: ...
 
     def run(self, model: str, inputs: F32) -> dict[str, F32]: ...
+
+
+def concat_rows(rows: list[Any]) -> Any:
+    """Stack model inputs along the batch axis: numpy arrays with numpy, device tensors (crops made on
+    the GPU, see ``gpu_service.device_crop``) with torch, so they never visit the host."""
+    if all(isinstance(r, np.ndarray) for r in rows):
+        return np.concatenate(rows, axis=0)
+    import torch
+
+    return torch.cat([torch.as_tensor(r) for r in rows], dim=0)
 
 
 def check_batch(spec: ModelSpec, inputs: np.ndarray) -> F32:

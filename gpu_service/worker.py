@@ -41,12 +41,12 @@ DEFAULT_MAX_WAIT_MS = 20.0
 
 
 def shared_tracker_factory(
-    backend: str = "onnxruntime", *, threads: int = 1, **options: Any
+    backend: str = "onnxruntime", *, threads: int = 1, skip_still: bool = True, **options: Any
 ) -> TrackerFactory:
     """A factory whose trackers all use one backend instance: one set of model sessions (or one GPU
     engine) for every camera, and what lets the worker batch their crops into one call."""
     shared: InferenceBackend = create_backend(backend, model_files().specs(), threads=threads, **options)
-    return lambda: BlazePoseTracker(backend=shared)
+    return lambda: BlazePoseTracker(backend=shared, skip_still=skip_still)
 
 
 @dataclass

@@ -154,7 +154,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_pose_worker(args: argparse.Namespace) -> int:
     from meetvar.services import run_pose_worker
 
-    return asyncio.run(run_pose_worker(args.broker, Path(args.store), args.threads))
+    return asyncio.run(
+        run_pose_worker(
+            args.broker,
+            Path(args.store),
+            args.threads,
+            backend=args.backend,
+            precision=args.precision,
+            skip_still=not args.every_frame,
+        )
+    )
 
 
 def cmd_referee(args: argparse.Namespace) -> int:
@@ -224,7 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
     pw = sub.add_parser("pose-worker", help="consume video.chunks, produce poses")
     pw.add_argument("--broker", required=True)
     pw.add_argument("--store", required=True)
-    pw.add_argument("--threads", type=int, default=1)
+    pw.add_argument("--threads", type=int, default=1, help="CPU threads of the pose model (ONNX Runtime)")
+    pw.add_argument(
+        "--backend",
+        default="onnxruntime",
+        choices=["onnxruntime", "ort", "torch", "tensorrt", "trt"],
+        help="onnxruntime (CPU, default), torch (CUDA when there is one) or tensorrt (needs the gpu extra)",
+    )
+    pw.add_argument("--precision", default="fp32", choices=["fp32", "fp16"], help="fp16: GPU backends only")
+    pw.add_argument("--every-frame", action="store_true", help=_EVERY_FRAME_HELP)
     pw.set_defaults(func=cmd_pose_worker)
 
     ref = sub.add_parser("referee", help="the faust app that judges poses into decisions and explanations")
@@ -272,12 +289,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _expected(exc: Exception) -> bool:
     """Failures of the world, not of meetvar: bad video, broker down, busy port. One line, no traceback."""
+    from gpu_service.backends.base import BackendUnavailable
     from ingest.errors import ChunkDecodeError, SourceError
     from stream_processors.kafka import BrokerUnavailable
     from stream_processors.tansu import BrokerStartError, TansuBinaryNotFound
 
     return isinstance(
-        exc, SourceError | ChunkDecodeError | BrokerUnavailable | BrokerStartError | TansuBinaryNotFound
+        exc,
+        SourceError
+        | ChunkDecodeError
+        | BrokerUnavailable
+        | BrokerStartError
+        | TansuBinaryNotFound
+        | BackendUnavailable,
     )
 
 

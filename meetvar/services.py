@@ -70,10 +70,20 @@ async def run_ingest(bootstrap: str, video: Path, camera: str, store: Path, loop
     return 0
 
 
-async def run_pose_worker(bootstrap: str, store: Path, threads: int) -> int:
+async def run_pose_worker(
+    bootstrap: str,
+    store: Path,
+    threads: int,
+    *,
+    backend: str = "onnxruntime",
+    precision: str = "fp32",
+    skip_still: bool = True,
+) -> int:
     from gpu_service.worker import PoseWorker, run, shared_tracker_factory
 
     configure("pose")
+    # The model first: a backend that cannot run here fails at once, before any broker wait.
+    factory = shared_tracker_factory(backend, threads=threads, precision=precision, skip_still=skip_still)
     await wait_for_broker(bootstrap, timeout=10)
     await ensure_topics(bootstrap, ALL_TOPICS)
     consumer = make_consumer(bootstrap, "meetvar-pose", VIDEO_CHUNKS)
@@ -81,8 +91,8 @@ async def run_pose_worker(bootstrap: str, store: Path, threads: int) -> int:
     await consumer.start()
     await producer.start()
     # One model shared by every camera's tracker, so frames of different cameras share a model call.
-    worker = PoseWorker(LocalObjectStore(store), shared_tracker_factory("onnxruntime", threads=threads))
-    log.info("pose.started", backend="onnxruntime-cpu", threads=threads)
+    worker = PoseWorker(LocalObjectStore(store), factory)
+    log.info("pose.started", backend=backend, precision=precision, threads=threads, skip_still=skip_still)
     try:
         await _until_signalled(run(consumer, producer, worker))
     finally:

@@ -72,6 +72,14 @@ def test_unreachable_broker(tmp_path: Path) -> None:
     assert_one_line_error(proc, "cannot reach the Kafka broker", str(port))
 
 
+def test_pose_worker_with_a_backend_that_cannot_run_here(tmp_path: Path) -> None:
+    # TensorRT is never installed on these machines (ARCHITECTURE.md); the worker says so before it
+    # even looks for the broker.
+    args = ["--broker", "127.0.0.1:9", "--store", str(tmp_path), "--backend", "tensorrt"]
+    proc = meetvar("pose-worker", *args)
+    assert_one_line_error(proc, "TensorRT is not installed", "onnxruntime")
+
+
 def test_dashboard_port_in_use(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

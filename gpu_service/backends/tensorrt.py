@@ -42,7 +42,8 @@ def import_tensorrt() -> Any:
     except ImportError as exc:
         raise BackendUnavailable(
             "TensorRT is not installed: install meetvar's gpu extra on a machine with an NVIDIA GPU "
-            "(pip install -e '.[gpu]' --extra-index-url https://pypi.nvidia.com), or use --backends ort,torch"
+            "(pip install -e '.[gpu]' --extra-index-url https://pypi.nvidia.com), or choose the "
+            "onnxruntime or torch backend"
         ) from exc
     return tensorrt
 

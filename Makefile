@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 MP_VENV := .venv-mediapipe
+MMPOSE_VENV := .venv-mmpose
 
 .PHONY: demo test lint system-deps bench-deps
 
@@ -26,10 +27,15 @@ system-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
 # Google's MediaPipe (numpy<2) lives in its own venv; the pose benchmark and its test compare against it.
-bench-deps: $(MP_VENV)/.installed
+bench-deps: $(MP_VENV)/.installed $(MMPOSE_VENV)/.installed
 $(MP_VENV)/.installed:
 	$(PYTHON) -m venv $(MP_VENV)
 	$(MP_VENV)/bin/pip install --quiet mediapipe==0.10.21
+	touch $@
+
+# mmpose (RTMPose export) has its own venv too: deploy/mmpose/README.md says why and how (about a minute).
+$(MMPOSE_VENV)/.installed: deploy/mmpose/make_venv.sh
+	PYTHON=$(PYTHON) deploy/mmpose/make_venv.sh $(MMPOSE_VENV)
 	touch $@
 
 test: lint system-deps bench-deps

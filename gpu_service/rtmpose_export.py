@@ -176,3 +176,23 @@ def cmd_export_rtmpose(args: argparse.Namespace) -> int:
     manifest = export_rtmpose(Path(args.config), checkpoint, out, device=args.device)
     print(json.dumps(manifest))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gpu_service.rtmpose_export …``: the same command inside mmpose's own environment
+    (``.venv-mmpose``), which has mmpose but not the rest of meetvar's dependencies."""
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m gpu_service.rtmpose_export")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["models", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        code: int = args.func(args)
+    except UserError as exc:
+        print(f"meetvar: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

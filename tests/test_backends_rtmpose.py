@@ -1,13 +1,15 @@
-"""RTMPose → ONNX export. mmpose is an optional extra that is not installed here, so: the export
-machinery is checked on a small SimCC-shaped torch model (dynamic batch, ONNX Runtime agrees with
-torch), the command fails with the install hint when mmpose is missing, and where mmpose imports a
-tiny RTMPose built from a config with random weights is exported for real."""
+"""RTMPose → ONNX export. mmpose lives in its own environment (``.venv-mmpose``, made by ``make
+bench-deps`` with deploy/mmpose/make_venv.sh): there a tiny RTMPose built from its config with random
+weights is exported for real and checked here with ONNX Runtime; in meetvar's own environment the
+export machinery is checked on a small SimCC-shaped torch model, and the command fails with the
+install hint because mmpose is missing."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import pathlib
+import subprocess
 
 import numpy as np
 import onnxruntime as ort
@@ -87,6 +89,45 @@ def test_export_rtmpose_real_or_clear_install_error(
     assert manifest["keypoints"] == 17 and manifest["input_size_wh"] == [64, 64]
     assert max(manifest["onnxruntime_vs_torch_max_abs_diff"].values()) < 1e-3
     assert json.loads(out.with_suffix(".onnx.json").read_text())["sha256"] == manifest["sha256"]
+
+
+MMPOSE_PYTHON = pathlib.Path(__file__).resolve().parents[1] / ".venv-mmpose" / "bin" / "python"
+_EXPORT = """
+import json, sys, torch
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from gpu_service.rtmpose_export import export_rtmpose
+torch.manual_seed(0)
+print(json.dumps(export_rtmpose(Path(sys.argv[2]), None, Path(sys.argv[3]))))
+"""
+
+
+def test_rtmpose_from_its_config_exports_in_the_mmpose_environment(tmp_path: pathlib.Path) -> None:
+    """The real thing: mmpose's ``init_model`` builds RTMPose (CSPNeXt + RTMCCHead) from the config,
+    meetvar's exporter writes the ONNX file and checks it against PyTorch, and meetvar's own ONNX
+    Runtime runs it at any batch size."""
+    assert MMPOSE_PYTHON.is_file(), f"{MMPOSE_PYTHON} is missing: run `make bench-deps` first"
+    config = tmp_path / "rtmpose_tiny.py"
+    config.write_text(TINY_RTMPOSE_CONFIG)
+    out = tmp_path / "rtmpose_tiny.onnx"
+    repo = str(pathlib.Path(__file__).resolve().parents[1])
+    proc = subprocess.run(
+        [str(MMPOSE_PYTHON), "-W", "ignore", "-c", _EXPORT, repo, str(config), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert manifest["keypoints"] == 17 and manifest["input_size_wh"] == [64, 64]
+    assert manifest["simcc_split_ratio"] == 2.0
+    assert max(manifest["onnxruntime_vs_torch_max_abs_diff"].values()) < 1e-3
+    assert json.loads(out.with_suffix(".onnx.json").read_text())["sha256"] == manifest["sha256"]
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((5, 3, 64, 64)).astype(np.float32)
+    sx, sy = session.run(["simcc_x", "simcc_y"], {"input": x})
+    assert sx.shape == (5, 17, 128) and sy.shape == (5, 17, 128)
+    assert np.isfinite(sx).all() and np.isfinite(sy).all()
 
 
 def test_export_rtmpose_rejects_missing_files(tmp_path: pathlib.Path) -> None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from gpu_service.backends.base import F32, InferenceBackend, ModelSpec, concat_r
 @dataclass
 class _Request:
     model: str
-    inputs: F32
+    inputs: Any  # F32 rows, or a device tensor of rows
     enqueued: float
     future: Future[dict[str, F32]] = field(default_factory=Future)
 
@@ -75,11 +76,15 @@ class Batcher:
     def models(self) -> Mapping[str, ModelSpec]:
         return self.inner.models
 
-    def run(self, model: str, inputs: F32) -> dict[str, F32]:
-        """Blocks until ``inputs`` (any number of rows) went through the wrapped backend."""
+    def run(self, model: str, inputs: Any) -> dict[str, F32]:
+        """Blocks until ``inputs`` (any number of rows) went through the wrapped backend. A device
+        tensor (a crop made on the GPU) is passed on as it is, never through the host."""
         if model not in self.inner.models:
             raise KeyError(f"unknown model {model!r}")
-        request = _Request(model, np.ascontiguousarray(inputs, dtype=np.float32), time.monotonic())
+        rows = (
+            inputs if not isinstance(inputs, np.ndarray) else np.ascontiguousarray(inputs, dtype=np.float32)
+        )
+        request = _Request(model, rows, time.monotonic())
         with self._cond:
             if self._closed:
                 raise RuntimeError("the batcher is closed")

@@ -9,7 +9,8 @@ to the host, it is the model's input.
 It is :func:`gpu_service.imaging.warp_yuv`'s crop computed in floating point: the same homography, the
 same chroma siting (luma (x, y) is chroma (x/2, (y − 0.5)/2)), the same colour equations and rounding
 to whole grey levels, but bilinear weights in float32 instead of OpenCV's 1/32-pixel fixed point — at
-most a grey level or two apart (tests/test_device_crop.py bounds it, and the keypoints it gives).
+most a grey level or two apart (tests/test_backends.py's device-crop test bounds it, and the keypoints
+it gives).
 """
 
 from __future__ import annotations

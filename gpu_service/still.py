@@ -8,8 +8,9 @@ saving on a CPU (the network is 10 of the ≈13 ms a frame costs there) and give
 What it guarantees, and what it changes:
 
 * Only frames after two inferred frames that show the lifter **standing tall** (hip height above the
-  ankles ≥ ``min_extension`` of the leg length) are skipped, so every frame from the unlocking of the
-  knees to the lock-out is inferred: the depth the referee measures is never read from a repeated pose.
+  ankles ≥ ``min_extension`` of the leg length) are skipped, so once the hips have dropped below that
+  every frame down to the bottom and up to the lock-out is inferred: the depth the referee measures is
+  never read from a repeated pose (only the very first frame of a descent can be a repeat).
 * Only when the judged joints (shoulders, hips, knees, ankles) moved less than ``max_step`` of the leg
   length per frame between those two frames (1 %: about 9 mm for a 90 cm leg, under BlazePose's own
   frame-to-frame jitter on a still lifter), and **never two frames in a row**, so a repeated pose is

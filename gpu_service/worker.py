@@ -67,6 +67,7 @@ class PoseWorker:
         self._store = store
         self._factory = tracker_factory
         self._trackers: dict[tuple[str, int], BlazePoseTracker] = {}
+        self._next_index: dict[tuple[str, int], int] = {}  # the frame each stream's tracker expects next
 
     def poses_for_chunk(self, key: str, meta: ChunkMeta, data: bytes) -> list[PoseMsg]:
         """CPU-bound: decode the chunk and run pose on each frame. Raises on unreadable input."""
@@ -109,13 +110,21 @@ class PoseWorker:
         stream = (key, meta.stream_start_us)
         if meta.end_of_stream:
             self._trackers.pop(stream, None)
+            self._next_index.pop(stream, None)
             job.out.append(PoseMsg(**base, end_of_stream=True))
             return job
-        if stream not in self._trackers:
-            # A new stream of this camera (a restart or the next loop): forget the old track.
+        expected = self._next_index.get(stream)
+        if stream not in self._trackers or expected != meta.first_frame_index:
+            # A new stream of this camera (a restart or the next loop), or a gap in this one (its
+            # partition went to another worker and came back, or chunks are redone after a crash): the
+            # old track belongs to other frames, so start afresh (one detector run).
+            if stream in self._trackers:
+                log.info("pose.tracker_restarted", key=key, expected=expected, got=meta.first_frame_index)
             for old in [s for s in self._trackers if s[0] == key]:
                 del self._trackers[old]
+                self._next_index.pop(old, None)
             self._trackers[stream] = self._factory()
+        self._next_index[stream] = meta.first_frame_index + len(meta.capture_us)
         try:
             if meta.ref is not None:
                 data = self._store.get(meta.ref)

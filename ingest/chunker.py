@@ -14,11 +14,11 @@ Policy (every chunk is one closed GOP, encoded by its own fresh libx264 instance
   lookahead) costs about half of ``veryfast`` to encode (≈4 vs ≈9 ms per 720p frame on these
   machines) and ≈30 % less to decode, at the same fidelity to the source (luma PSNR 47.4 vs 46.7 dB
   on a 1280x720 squat clip, 44.9 vs 45.6 dB on the noisier bundled 608x1080 clip, against
-  ``veryfast`` at ``crf=18``). The price is bandwidth: ≈300 kB (720p) to ≈470 kB (the bundled
-  1080-line clip) per 15-frame chunk, ≈5–8 Mbit/s per camera, about twice ``veryfast``'s, still
-  below the publisher's inline limit. Measured in docs/benchmarks.md; this was the largest single
+  ``veryfast`` at ``crf=18``). The price is bandwidth: ≈350 kB per 15-frame 720p chunk (one thread;
+  two frame threads made 40 % more), ≈6 Mbit/s per camera, still below the publisher's inline limit.
+  Measured in docs/benchmarks.md; this was the largest single
   cost of ``meetvar judge`` after the pose model.
-* **Deterministic.** ``threads=2`` frame threads, fixed (x264's output depends on its thread count, not
+* **Deterministic.** One encoder thread, fixed (x264's output depends on its thread count, not
   on the machine's cores or SIMD, for the x264 build that the pinned ``av`` wheel bundles; it is
   deterministic for a given count); timestamps come from media time, never the
   wall clock; the muxer runs with ``+bitexact``. The same frames always give the same bytes.

@@ -17,9 +17,10 @@ What happens when things go wrong:
 * The source cannot be read, or a chunk does not decode: the child sends the exception (as a
   ``RuntimeError`` with its text if it does not pickle) and the parent raises it, so ``meetvar judge``
   prints the same one line it would without the child.
-* The child dies without a word (killed, out of memory): the parent notices within a second and
+* The child dies without a word (killed, out of memory): the parent sees the end of the pipe and
   raises ``RuntimeError`` naming the exit code; no frame is invented or skipped silently.
-* The consumer stops early (an error downstream, Ctrl-C): the child is terminated and reaped.
+* The consumer stops early (an error downstream, Ctrl-C), or never starts: the child is terminated
+  and reaped (:class:`FrameFeed`).
 
 The queue holds at most ``depth`` chunks, so a fast child never buffers a whole video in memory.
 """
@@ -33,7 +34,9 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import traceback
+import weakref
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,13 +117,26 @@ def _produce(path: str, start_us: int, fd: int) -> None:
     except (KeyboardInterrupt, BrokenPipeError):
         return  # Ctrl-C, or the parent stopped reading: nobody is listening any more
     except BaseException as exc:
-        try:
-            pickle.dumps(exc)
-        except Exception:
-            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-        _send(fd, _Failure(exc))
+        _send(fd, _Failure(_portable(exc)))
         return
     _send(fd, _End(sent))
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` as the parent should raise it: an expected error (bad video) as it is, so its one-line
+    message reaches the user; anything else with the child's traceback attached as a note; always
+    something that survives the pickle round trip."""
+    from meetvar.errors import UserError
+
+    if isinstance(exc, SystemExit | GeneratorExit):
+        exc = RuntimeError(f"the video decoding process exited ({exc!r})")
+    elif not isinstance(exc, UserError):
+        exc.add_note("in the video decoding process:\n" + "".join(traceback.format_exception(exc)))
+    try:
+        copy = pickle.loads(pickle.dumps(exc))
+    except Exception:
+        copy = RuntimeError(f"{type(exc).__name__}: {exc}")
+    return copy
 
 
 def _widen(fd: int) -> None:
@@ -145,67 +161,135 @@ def _read_chunk(fd: int, head: _ChunkHead) -> list[Yuv420]:
     return frames
 
 
-def frames_in_subprocess(
-    path: str | os.PathLike[str], *, start_us: int = 0, depth: int = 4
-) -> Iterator[Frame]:
+def frames_in_subprocess(path: str | os.PathLike[str], *, start_us: int = 0, depth: int = 4) -> FrameFeed:
     """``(frame_index, capture_us, planes)`` of every frame, in order, as the pose worker would decode
-    them from a live stream of ``path``; made by a child process at most ``depth`` chunks ahead (a
-    reader thread keeps the pipe drained: the read releases the GIL). The child starts at once, so
-    its start-up overlaps whatever the caller loads before iterating."""
-    read_fd, write_fd = os.pipe()
-    try:
-        # A plain interpreter running this module: no multiprocessing start-up (which re-imports the
-        # caller's __main__), and the pipe is a file descriptor of its own, so nothing the child
-        # logs (to stderr) can mix with the frames.
-        child = subprocess.Popen(
-            [sys.executable, "-m", __name__, os.fspath(path), str(int(start_us)), str(write_fd)],
-            pass_fds=(write_fd,),
-            stdin=subprocess.DEVNULL,
-            stdout=sys.stderr if _has_fd(sys.stderr) else subprocess.DEVNULL,
-        )
-    finally:
-        os.close(write_fd)  # the child's death is then an end of file here
-    chunks: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
+    them from a live stream of ``path``; made by a child process at most ``depth`` chunks ahead. The
+    child starts at once, so its start-up overlaps whatever the caller loads before iterating."""
+    return FrameFeed(path, start_us=start_us, depth=depth)
 
-    def pump() -> None:
-        fd = read_fd
-        received = 0
+
+class FrameFeed(Iterator[Frame]):
+    """The frames, from a child process. The child is stopped and reaped when the frames run out, on an
+    error, on :meth:`close` (also as a context manager), or when the feed is garbage-collected — also
+    if it was never iterated (a caller that fails before its first frame leaves nothing running)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, start_us: int = 0, depth: int = 4) -> None:
+        self.path = os.fspath(path)
+        read_fd, write_fd = os.pipe()
         try:
-            while not stop.is_set():
-                item = _receive(fd)
-                if isinstance(item, _ChunkHead):
-                    item = (item.capture_us, _read_chunk(fd, item))
-                    received += 1
-                elif isinstance(item, _End) and item.chunks != received:
-                    item = _Failure(RuntimeError(f"decoder sent {item.chunks} chunks, {received} arrived"))
-                _put(item)
-                if not isinstance(item, tuple):
-                    return
-        except (EOFError, OSError):
-            _reap(child)
-            _put(
-                _Failure(
-                    RuntimeError(
-                        f"the video decoding process for {os.fspath(path)} died (exit code "
-                        f"{child.returncode}) after {received} chunks — check free memory and run again"
-                    )
-                )
+            # A plain interpreter running this module: no multiprocessing start-up (which re-imports the
+            # caller's __main__), and the pipe is a file descriptor of its own, so nothing the child
+            # logs (to stderr) can mix with the frames.
+            child = subprocess.Popen(
+                [sys.executable, "-m", __name__, self.path, str(int(start_us)), str(write_fd)],
+                pass_fds=(write_fd,),
+                stdin=subprocess.DEVNULL,
+                stdout=sys.stderr if _has_fd(sys.stderr) else subprocess.DEVNULL,
             )
-        except BaseException as exc:  # a broken message: say so rather than leave the consumer waiting
-            _put(_Failure(RuntimeError(f"unreadable message from the video decoding process: {exc!r}")))
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)  # the child's death is then an end of file here
+        self._chunks: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._child = child
+        self._read_fd = read_fd
+        self._thread = threading.Thread(
+            target=_pump,
+            args=(read_fd, child, self.path, self._stop, self._chunks),
+            name="meetvar-frames-reader",
+            daemon=True,
+        )
+        self._thread.start()
+        # Runs once, whichever comes first: the end of the frames, close(), or garbage collection.
+        self._shutdown = weakref.finalize(self, _shutdown, self._stop, child, read_fd, self._thread)
+        self._frames = self._iterate()
 
-    def _put(item: object) -> None:
+    def __next__(self) -> Frame:
+        return next(self._frames)
+
+    def close(self) -> None:
+        self._frames.close()
+        self._shutdown()
+
+    def __enter__(self) -> FrameFeed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _iterate(self) -> Generator[Frame, None, None]:
+        index = 0
+        try:
+            while True:
+                item = self._chunks.get()
+                if isinstance(item, _End):
+                    return
+                if isinstance(item, _Failure):
+                    raise item.error
+                assert isinstance(item, tuple)
+                for capture_us, planes in zip(*item, strict=True):
+                    yield index, capture_us, planes
+                    index += 1
+        finally:
+            self._shutdown()
+
+
+def _pump(
+    fd: int, child: subprocess.Popen[bytes], path: str, stop: threading.Event, out: queue.Queue[object]
+) -> None:
+    """The reader thread: messages off the pipe into the bounded queue (``os.readv`` releases the GIL,
+    so reading costs the pose thread nothing but the copy). A module function, not a method: a
+    running thread must not keep its :class:`FrameFeed` alive, or a dropped feed would never close."""
+
+    def put(item: object) -> None:
         while not stop.is_set():
             try:
-                chunks.put(item, timeout=0.1)
+                out.put(item, timeout=0.1)
                 return
             except queue.Full:
                 continue
 
-    thread = threading.Thread(target=pump, name="meetvar-frames-reader", daemon=True)
-    thread.start()
-    return _frames(chunks, stop, child, read_fd, thread)
+    received = 0
+    try:
+        while not stop.is_set():
+            item = _receive(fd)
+            if isinstance(item, _ChunkHead):
+                item = (item.capture_us, _read_chunk(fd, item))
+                received += 1
+            elif isinstance(item, _End) and item.chunks != received:
+                item = _Failure(RuntimeError(f"decoder sent {item.chunks} chunks, {received} arrived"))
+            put(item)
+            if not isinstance(item, tuple):
+                return
+    except (EOFError, OSError):
+        if stop.is_set():
+            return  # closed on purpose
+        _reap(child)
+        put(
+            _Failure(
+                RuntimeError(
+                    f"the video decoding process for {path} stopped (exit code {child.returncode}) after "
+                    f"{received} chunks — its own error, if any, is on stderr above; check free memory and "
+                    "run again"
+                )
+            )
+        )
+    except BaseException as exc:  # a broken message: say so rather than leave the consumer waiting
+        put(_Failure(RuntimeError(f"unreadable message from the video decoding process: {exc!r}")))
+
+
+def _shutdown(
+    stop: threading.Event, child: subprocess.Popen[bytes], read_fd: int, thread: threading.Thread
+) -> None:
+    stop.set()
+    if child.poll() is None:
+        child.terminate()
+    _reap(child)
+    if thread is not threading.current_thread():
+        thread.join(timeout=5)
+    os.close(read_fd)
 
 
 def _has_fd(stream: object) -> bool:
@@ -224,37 +308,17 @@ def _reap(child: subprocess.Popen[bytes]) -> None:
         child.wait()
 
 
-def _frames(
-    chunks: queue.Queue[object],
-    stop: threading.Event,
-    child: subprocess.Popen[bytes],
-    read_fd: int,
-    thread: threading.Thread,
-) -> Iterator[Frame]:
-    index = 0
-    try:
-        while True:
-            item = chunks.get()
-            if isinstance(item, _End):
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            assert isinstance(item, tuple)
-            for capture_us, planes in zip(*item, strict=True):
-                yield index, capture_us, planes
-                index += 1
-    finally:
-        stop.set()
-        if child.poll() is None:
-            child.terminate()
-        _reap(child)
-        thread.join(timeout=5)
-        os.close(read_fd)
-
-
-if __name__ == "__main__":  # the child: python -m meetvar.frame_feed PATH START_US FD
+def _main(argv: list[str]) -> int:
     # Import the module under its real name, so the messages pickle as meetvar.frame_feed's classes.
     from meetvar import frame_feed, logs
 
     logs.configure("judge-decoder")
-    frame_feed._produce(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    frame_feed._produce(argv[0], int(argv[1]), int(argv[2]))
+    return 0
+
+
+if __name__ == "__main__":  # the child: python -m meetvar.frame_feed PATH START_US FD
+    try:
+        raise SystemExit(_main(sys.argv[1:]))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent reports it
+        raise SystemExit(130) from None

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from gpu_service.blazepose import BlazePoseTracker
 from meetvar.errors import NoPersonError
-from meetvar.frame_feed import Frame, frames_in_subprocess
+from meetvar.frame_feed import FrameFeed, frames_in_subprocess
 from referee.config import RefereeConfig
 from referee.keypoints import PoseFrame
 from referee.referee import Referee
 
 
-def frames_for_pose(path: Path, *, start_us: int = 0) -> Iterator[Frame]:
+def frames_for_pose(path: Path, *, start_us: int = 0) -> FrameFeed:
     """``(frame_index, capture_us, planes)`` of every frame, decoded from the chunks a live stream of
     this file would carry (by a child process, see :mod:`meetvar.frame_feed`)."""
     return frames_in_subprocess(path, start_us=start_us)
@@ -35,10 +35,10 @@ def frames_for_pose(path: Path, *, start_us: int = 0) -> Iterator[Frame]:
 def poses_from_file(
     path: Path, *, threads: int = 1, backend: str | None = None, skip_still: bool = True
 ) -> Iterator[PoseFrame]:
-    frames = frames_for_pose(path)  # the decoding child starts now, while the models load
-    tracker = BlazePoseTracker(threads=threads, backend=backend, skip_still=skip_still)
-    for index, capture_us, planes in frames:
-        yield tracker.process(planes, capture_us, index)
+    with frames_for_pose(path) as frames:  # the decoding child starts now, while the models load
+        tracker = BlazePoseTracker(threads=threads, backend=backend, skip_still=skip_still)
+        for index, capture_us, planes in frames:
+            yield tracker.process(planes, capture_us, index)
 
 
 def judge_video(

@@ -341,3 +341,38 @@ def test_crops_made_on_the_device_track_like_the_cpu_crops(
     pair = device.run(LANDMARK, concat_rows([first.tensor, first.tensor]))
     single = device.run(LANDMARK, first.tensor)
     assert np.abs(pair["landmarks"][1] - single["landmarks"][0]).max() < 1e-4
+    with Batcher(device, max_batch=4, max_wait_ms=1.0) as batcher:  # device tensors through the batcher
+        batched = _track(BlazePoseTracker(backend=batcher, skip_still=False), yuv[:10])
+    assert batcher.stats.rows == 11  # 10 crops + the detector
+    for p, q in zip(batched, b[:10], strict=True):
+        assert _dist(p, q).max() < 1e-4
+
+
+def test_worker_starts_a_fresh_track_after_a_gap_in_a_stream(tmp_path: pathlib.Path, ort_backend) -> None:  # type: ignore[no-untyped-def]
+    """Chunks that follow each other keep the track (no detector run); a chunk after a gap — its
+    partition moved to another worker and back, or chunks redone after a crash — starts afresh."""
+    from gpu_service.worker import PoseWorker
+    from stream_processors.object_store import LocalObjectStore
+    from stream_processors.schemas import ChunkMeta, PoseMsg
+
+    chunks = list(chunks_from_file(CLIP, max_frames=45))
+
+    def meta(k: int) -> ChunkMeta:
+        c = chunks[k]
+        return ChunkMeta(
+            meet="m", platform="p", camera="a", stream_start_us=1, seq=c.seq, capture_us=c.capture_us,
+            pts_us=c.pts_us, first_frame_index=k * 15, width=c.width, height=c.height, size=len(c.data),
+        )  # fmt: skip
+
+    def detector_ran(msgs: list[PoseMsg]) -> float:
+        assert msgs[0].frame is not None
+        return float(PoseFrame.from_json(msgs[0].frame).extras["detector_ran"])
+
+    worker = PoseWorker(LocalObjectStore(tmp_path), lambda: BlazePoseTracker(backend=ort_backend))
+    assert detector_ran(worker.poses_for_chunk("m/p/a", meta(0), chunks[0].data)) == 1.0
+    assert detector_ran(worker.poses_for_chunk("m/p/a", meta(1), chunks[1].data)) == 0.0  # continues
+    assert detector_ran(worker.poses_for_chunk("m/p/a", meta(1), chunks[1].data)) == 1.0  # redone: afresh
+    assert detector_ran(worker.poses_for_chunk("m/p/a", meta(2), chunks[2].data)) == 0.0
+    worker = PoseWorker(LocalObjectStore(tmp_path), lambda: BlazePoseTracker(backend=ort_backend))
+    worker.poses_for_chunk("m/p/a", meta(0), chunks[0].data)
+    assert detector_ran(worker.poses_for_chunk("m/p/a", meta(2), chunks[2].data)) == 1.0  # a gap: afresh

@@ -78,6 +78,8 @@ def test_pose_worker_with_a_backend_that_cannot_run_here(tmp_path: Path) -> None
     args = ["--broker", "127.0.0.1:9", "--store", str(tmp_path), "--backend", "tensorrt"]
     proc = meetvar("pose-worker", *args)
     assert_one_line_error(proc, "TensorRT is not installed", "onnxruntime")
+    proc = meetvar("pose-worker", *args[:4], "--precision", "fp16")  # the CPU default runs fp32 only
+    assert_one_line_error(proc, "fp32 only", "torch")
 
 
 def test_dashboard_port_in_use(tmp_path: Path) -> None:

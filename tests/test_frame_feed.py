@@ -91,7 +91,7 @@ def test_a_killed_child_is_an_error_not_a_short_video() -> None:
     pids = _children(str(CLIP))
     assert len(pids) == 1
     os.kill(pids[0], signal.SIGKILL)
-    with pytest.raises(RuntimeError, match=r"died \(exit code -9\)"):
+    with pytest.raises(RuntimeError, match=r"stopped \(exit code -9\)"):
         for _ in frames:
             pass
 
@@ -105,3 +105,36 @@ def test_stopping_early_reaps_the_child(short_clip: Path) -> None:
     while _children(str(short_clip)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _children(str(short_clip))
+
+
+def _wait_gone(marker: str) -> bool:
+    deadline = time.monotonic() + 10
+    while _children(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _children(marker)
+
+
+def test_a_feed_never_iterated_leaves_nothing_running(tmp_path: Path) -> None:
+    import gc
+
+    clip = tmp_path / "never.mp4"
+    clip.write_bytes(CLIP.read_bytes())
+    feed = frames_in_subprocess(clip)
+    assert _children(str(clip))
+    del feed
+    gc.collect()
+    assert _wait_gone(str(clip))
+    with frames_in_subprocess(clip):
+        assert _children(str(clip))
+    assert _wait_gone(str(clip))
+
+
+def test_judge_that_fails_before_its_first_frame_stops_the_decoder(tmp_path: Path) -> None:
+    from gpu_service.backends.base import BackendUnavailable
+    from meetvar.judge import judge_video
+
+    clip = tmp_path / "fails.mp4"
+    clip.write_bytes(CLIP.read_bytes())
+    with pytest.raises(BackendUnavailable, match="TensorRT"):
+        judge_video(clip, backend="tensorrt")
+    assert _wait_gone(str(clip))

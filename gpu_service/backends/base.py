@@ -128,7 +128,9 @@ def create_backend(
     kind = canonical_name(name)
     if kind == "onnxruntime":
         if precision != "fp32":
-            raise ValueError("the ONNX Runtime CPU backend runs fp32 only")
+            raise BackendUnavailable(
+                "the ONNX Runtime CPU backend runs fp32 only: use fp16 with torch or tensorrt"
+            )
         from gpu_service.backends.onnxruntime import OrtBackend
 
         return OrtBackend(models, threads=threads)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from dashboard.feed import FeedTopics, kafka_feed
@@ -183,13 +184,20 @@ def test_a_lifter_files_an_appeal_and_the_jury_reverses_the_split_decision(drive
         )
 
         login(driver, server.url, "lifter", PASSWORD)
-        form = wait_for(
-            driver,
-            lambda d: d.find_element(
-                "css selector", f"article[data-lift-id='{lift['id']}'] [data-role=appeal-form]"
-            ),
-        )
-        form.find_element("css selector", "input").send_keys("my hip crease was below the knee")
+
+        def type_reason(d: WebDriver) -> Any:
+            # The live view re-renders cards that are not being edited as events arrive: find the
+            # form again if the one found a moment ago was replaced; once typing, the card is kept.
+            try:
+                form = d.find_element(
+                    "css selector", f"article[data-lift-id='{lift['id']}'] [data-role=appeal-form]"
+                )
+                form.find_element("css selector", "input").send_keys("my hip crease was below the knee")
+                return form
+            except (NoSuchElementException, StaleElementReferenceException):
+                return False
+
+        form = wait_for(driver, type_reason)
         form.find_element("css selector", "button").click()
         wait_for(
             driver,

@@ -218,6 +218,7 @@ function actionsFor(lift) {
     ev.preventDefault(); msg.textContent = "";
     try {
       await fn(ev);
+      if (ev.target.contains(document.activeElement)) document.activeElement.blur();  // done editing
       const fresh = await api("GET", `/api/lifts/${lift.id}`);
       app.lifts.set(fresh.id, fresh);
       scheduleRender();
@@ -273,8 +274,11 @@ function actionsFor(lift) {
 function renderLive() {
   renderPlatforms();
   const box = $("#lifts");
-  // Keep a form the user is typing in: re-render only cards that are not being edited.
-  const active = document.activeElement && document.activeElement.closest(".lift");
+  // Keep a form the user is typing in: re-render only cards that are not being edited. A focused
+  // button is not editing (after "File appeal" the button keeps the focus, and keeping that card
+  // would hide the result of the click).
+  const focused = document.activeElement;
+  const active = focused && focused.matches("input, select, textarea") ? focused.closest(".lift") : null;
   const items = [...app.lifts.values()].sort((a, b) => b.bottom_us - a.bottom_us);
   if (!items.length) return;
   const fresh = el("div", { class: "lifts" }, items.map((l) => (active && Number(active.dataset.liftId) === l.id ? active : liftCard(l))));

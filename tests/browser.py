@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import uvicorn
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -128,7 +129,10 @@ def login(driver: WebDriver, base: str, name: str, password: str) -> None:
 
 
 def wait_for(driver: WebDriver, cond: Callable[[WebDriver], Any], timeout: float = 10) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.02).until(cond)
+    """Poll ``cond`` until it is truthy. The live view re-renders cards as events arrive, so an element
+    found a moment ago may be replaced before it is read: that (like "not there yet") means try again."""
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, timeout, poll_frequency=0.02, ignored_exceptions=ignored).until(cond)
 
 
 @dataclass

@@ -125,15 +125,45 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
             }
         )
     )
-    s3_port = free_port()
-    ports = {flag: free_port() for flag in (
+    # Ports are taken free but handed to weed a moment later, and weed opens a few of its own: another
+    # process can win one in between ("address already in use"). Then start again on fresh ports.
+    for attempt in range(3):
+        proc, server = _start_weed(root, attempt, config, access, secret)
+        try:
+            _wait_s3_ready(server, proc)
+            break
+        except RuntimeError as exc:
+            _stop_weed(proc)
+            if "address already in use" not in str(exc) or attempt == 2:
+                raise
+    try:
+        yield server
+    finally:
+        _stop_weed(proc)
+
+
+def _distinct_free_ports(n: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < n:
+        if (port := free_port()) not in ports:
+            ports.append(port)
+    return ports
+
+
+def _start_weed(
+    root: Path, attempt: int, config: Path, access: str, secret: str
+) -> tuple[subprocess.Popen[bytes], SeaweedS3]:
+    flags = (
         "s3.port.grpc", "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
         "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc",
-    )}  # fmt: skip
+    )  # fmt: skip
+    s3_port, *others = _distinct_free_ports(len(flags) + 1)
+    data = root / f"data-{attempt}"
+    data.mkdir()
     cmd = [
         str(_weed_binary()),
         "mini",
-        f"-dir={root / 'data'}",
+        f"-dir={data}",
         "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",
         "-master.telemetry=false",
@@ -144,29 +174,27 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         "-volume.preStopSeconds=0",
-        *(f"-{flag}={port}" for flag, port in ports.items()),
+        *(f"-{flag}={port}" for flag, port in zip(flags, others, strict=True)),
     ]
-    (root / "data").mkdir()
-    log_path = root / "weed.log"
+    log_path = root / f"weed-{attempt}.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
-    server = SeaweedS3(f"http://127.0.0.1:{s3_port}", access, secret, "us-east-1", root / "data", log_path)
+    return proc, SeaweedS3(f"http://127.0.0.1:{s3_port}", access, secret, "us-east-1", data, log_path)
+
+
+def _stop_weed(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
     try:
-        _wait_s3_ready(server, proc)
-        yield server
-    finally:
+        # weed waits for idle keep-alive connections of clients still alive in this process; the
+        # data is throw-away, so do not wait long for a graceful stop.
+        proc.wait(timeout=3)
+    except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            # weed waits for idle keep-alive connections of clients still alive in this process; the
-            # data is throw-away, so do not wait long for a graceful stop.
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
 
 
 def _wait_s3_ready(server: SeaweedS3, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:

@@ -45,6 +45,7 @@ from dashboard.auth import (
 from dashboard.replay import PAD_US, Clip, ReplayError, archived_chunks, remux_clip, replay_payload
 from dashboard.state import DashboardState
 from dashboard.store import StoreError, lifts_csv
+from meetvar.supervisor import supervisor_services
 
 __all__ = ["DashboardState", "Feed", "create_app"]
 
@@ -227,7 +228,8 @@ def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequenc
 
     @app.get("/api/health")
     async def health() -> dict[str, Any]:
-        return {"ok": state.feed_error is None}
+        # services: state and restart count of each, when run under `meetvar demo`'s supervisor (else null)
+        return {"ok": state.feed_error is None, "services": supervisor_services()}
 
     # --- everyone signed in (viewers included) ------------------------------------------------------
 

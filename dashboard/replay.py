@@ -259,6 +259,7 @@ def replay_payload(
         "attempt_id": attempt["attempt_id"],
         "camera": attempt["camera"],
         "verdict": a["verdict"],
+        "reasons": a.get("reasons", []),
         "depth": a["depth"],
         "capture_us": times,
         "window_us": [times.get("start", 0) - PAD_US, times.get("end", 0) + PAD_US],

@@ -56,8 +56,8 @@ class PoseKeeper:
         self._windows: dict[str, list[tuple[str, int, int]]] = {}
 
     def on_pose(self, msg: dict[str, Any]) -> None:
-        if msg.get("end_of_stream") or msg.get("frame") is None:
-            return
+        if msg.get("end_of_stream") or msg.get("frame") is None or msg["frame"].get("capture_us", 0) < 0:
+            return  # (capture time −1: no frame, only a stream's last re-measured bottom frames)
         cam = f"{msg['meet']}/{msg['platform']}/{msg['camera']}"
         frame = compact_frame(msg["frame"])
         ring = self._rings.setdefault(cam, deque())

@@ -40,9 +40,12 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from gpu_service.backends.base import InferenceBackend, ModelSpec, create_backend
+from gpu_service.backends.base import InferenceBackend, ModelSpec, concat_rows, create_backend
 from gpu_service.imaging import Image, image_size, inverse_matrix, warp, warp_rgb
 from gpu_service.lifter import Candidate, LastSeen, choose_lifter
+from gpu_service.plate import measure_plate
+from gpu_service.refine import BottomWatch, Buffered, RefineSettings, aggregate, flip_outputs, nearer_leg
+from gpu_service.silhouette import crop_matrix, thigh_surfaces
 from gpu_service.still import StillGate
 from ingest.chunk_decoder import Yuv420
 from referee.keypoints import NUM_BLAZEPOSE_LANDMARKS, PoseFrame
@@ -54,6 +57,7 @@ U8 = npt.NDArray[np.uint8]
 DEFAULT_MODELS_DIR = pathlib.Path(__file__).resolve().parent / "models" / "blazepose"
 DETECTOR_FILE = "pose_detection.onnx"
 LANDMARK_FILE = "pose_landmark_full.onnx"
+LANDMARK_HEAVY_FILE = "pose_landmark_heavy.onnx"  # optional: from npm, see convert_blazepose.py
 REBUILD_HINT = (
     "Rebuild them with the conversion environment described in gpu_service/models/convert_blazepose.py: "
     "python gpu_service/models/convert_blazepose.py --out gpu_service/models/blazepose"
@@ -87,6 +91,10 @@ DETECTOR = "detector"
 LANDMARK = "landmark"
 DETECTOR_OUTPUTS = ("regressors", "classificators")
 LANDMARK_OUTPUTS = ("landmarks", "pose_flag", "heatmap", "world_landmarks")
+# The heavy landmark model (optional): the full model's outputs plus "segmentation", (1, 256, 256, 1)
+# person logits on the crop's own 256x256 grid (sigmoid gives the probability MediaPipe's mask holds).
+LANDMARK_HEAVY = "landmark_heavy"
+LANDMARK_HEAVY_OUTPUTS = (*LANDMARK_OUTPUTS, "segmentation")
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -96,7 +104,10 @@ def _sha256(path: pathlib.Path) -> str:
 @dataclass(frozen=True, slots=True)
 class ModelFiles:
     """The two ONNX files plus the hashes the conversion recorded, so a stale or hand-edited model is
-    caught at start-up instead of silently producing different poses."""
+    caught at start-up instead of silently producing different poses.
+
+    The heavy landmark model is optional (``heavy`` is None when its file is absent); when the file is
+    there, the manifest must record it and it is verified like the others."""
 
     models_dir: pathlib.Path
     detector: pathlib.Path
@@ -105,6 +116,8 @@ class ModelFiles:
     landmark_sha256: str
     model_id: str
     manifest: dict[str, Any]
+    heavy: pathlib.Path | None = None
+    heavy_sha256: str | None = None
 
     @classmethod
     def locate(cls, models_dir: pathlib.Path | None = None) -> ModelFiles:
@@ -116,6 +129,13 @@ class ModelFiles:
             raise FileNotFoundError(f"BlazePose model files missing: {names}. {REBUILD_HINT}")
         manifest = json.loads(manifest_path.read_text())
         models = manifest["models"]
+        heavy_path = root / LANDMARK_HEAVY_FILE
+        heavy: pathlib.Path | None = None
+        heavy_sha256: str | None = None
+        if heavy_path.is_file():
+            if "pose_landmark_heavy" not in models:
+                raise RuntimeError(f"{heavy_path} is not recorded in {manifest_path}. {REBUILD_HINT}")
+            heavy, heavy_sha256 = heavy_path, str(models["pose_landmark_heavy"]["sha256"])
         return cls(
             models_dir=root,
             detector=detector,
@@ -124,10 +144,15 @@ class ModelFiles:
             landmark_sha256=str(models["pose_landmark_full"]["sha256"]),
             model_id=str(manifest.get("model_id", BlazePoseTracker.MODEL_ID)),
             manifest=manifest,
+            heavy=heavy,
+            heavy_sha256=heavy_sha256,
         )
 
     def verify(self) -> None:
-        for path, expected in ((self.detector, self.detector_sha256), (self.landmark, self.landmark_sha256)):
+        checks = [(self.detector, self.detector_sha256), (self.landmark, self.landmark_sha256)]
+        if self.heavy is not None:
+            checks.append((self.heavy, str(self.heavy_sha256)))
+        for path, expected in checks:
             actual = _sha256(path)
             if actual != expected:
                 raise RuntimeError(
@@ -135,8 +160,9 @@ class ModelFiles:
                 )
 
     def specs(self) -> dict[str, ModelSpec]:
-        """The two models as backends take them (the segmentation output is never requested)."""
-        return {
+        """The models as backends take them: detector, full landmark model (which has no segmentation
+        output) and, when present, the heavy landmark model with its segmentation output."""
+        specs = {
             DETECTOR: ModelSpec(
                 DETECTOR,
                 self.detector,
@@ -154,6 +180,16 @@ class ModelFiles:
                 (LM_SIZE, LM_SIZE, 3),
             ),
         }
+        if self.heavy is not None:
+            specs[LANDMARK_HEAVY] = ModelSpec(
+                LANDMARK_HEAVY,
+                self.heavy,
+                str(self.heavy_sha256),
+                "input",
+                LANDMARK_HEAVY_OUTPUTS,
+                (LM_SIZE, LM_SIZE, 3),
+            )
+        return specs
 
 
 def model_files(models_dir: pathlib.Path | None = None) -> ModelFiles:
@@ -328,6 +364,7 @@ class PendingPose:
     tensor: Any  # F32 (1, 256, 256, 3), a device tensor when the backend crops on the GPU, or None
     padding: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     reused: bool = False  # the lifter stands still: repeat the last pose (gpu_service.still)
+    image: Any = None  # the frame, kept for re-measuring the bottom (gpu_service.refine)
 
 
 class BlazePoseTracker:
@@ -354,6 +391,7 @@ class BlazePoseTracker:
         threads: int = 1,
         backend: InferenceBackend | str | None = None,
         skip_still: bool = True,
+        refine: RefineSettings | None = None,
     ) -> None:
         self.files = ModelFiles.locate(models_dir)
         self.files.verify()
@@ -370,6 +408,8 @@ class BlazePoseTracker:
         self._pending = False
         self.skip_still = skip_still
         self._gate = StillGate()
+        self.refine_settings = refine or RefineSettings()
+        self._watch = BottomWatch(self.refine_settings)
         self.reset()
 
     def reset(self) -> None:
@@ -383,7 +423,9 @@ class BlazePoseTracker:
         self._track_id: int | None = None
         self._pending = False
         self._gate.reset()
+        self._watch.reset()
         self._last_pose: PoseFrame | None = None
+        self.refine_runs = 0
         self.detector_runs = 0
         self.landmark_runs = 0
         self.reused_frames = 0
@@ -581,12 +623,14 @@ class BlazePoseTracker:
         ):
             self._pending = True
             return PendingPose(
-                int(capture_us), int(frame_index), width, height, False, roi, None, reused=True
+                int(capture_us), int(frame_index), width, height, False, roi, None, reused=True, image=image
             )
         if roi is None:
             roi = self._detect(image)
             detected = True
-        pending = PendingPose(int(capture_us), int(frame_index), width, height, detected, roi, None)
+        pending = PendingPose(
+            int(capture_us), int(frame_index), width, height, detected, roi, None, image=image
+        )
         if roi is not None:
             self.last_roi = roi
             pending.tensor, pending.padding = self._crop(image, roi)
@@ -602,7 +646,7 @@ class BlazePoseTracker:
         if pending.reused and self._last_pose is not None:
             self.reused_frames += 1
             last = self._last_pose
-            return dataclasses.replace(
+            reused = dataclasses.replace(
                 last,
                 capture_us=capture_us,
                 frame_index=frame_index,
@@ -610,6 +654,7 @@ class BlazePoseTracker:
                 world=None if last.world is None else last.world.copy(),
                 extras={**last.extras, "detector_ran": 0.0, "reused": 1.0},
             )
+            return self._with_refined(reused, self._watch.push(reused, None, None))
         if pending.roi is None or pending.tensor is None or outputs is None:
             self._drop_track()
             return PoseFrame(
@@ -618,6 +663,7 @@ class BlazePoseTracker:
                 width=width,
                 height=height,
                 model_id=self.MODEL_ID,
+                refined=self._refine(self._watch.flush()),
             )
         self.landmark_runs += 1
         pose_flag, landmarks, aux, world = self._decode_landmarks(outputs, pending.roi, pending.padding)
@@ -631,6 +677,7 @@ class BlazePoseTracker:
                 score=pose_flag,
                 model_id=self.MODEL_ID,
                 extras={"detector_ran": float(detected)},
+                refined=self._refine(self._watch.flush()),
             )
 
         if detected or self._track_id is None:
@@ -676,7 +723,118 @@ class BlazePoseTracker:
             model_id=self.MODEL_ID,
             extras={"detector_ran": float(detected)},
         )
-        return self._last_pose
+        return self._with_refined(self._last_pose, self._watch.push(self._last_pose, pending.image, aux))
+
+    def flush_refined(self) -> tuple[PoseFrame, ...]:
+        """The stream ended: the re-measured bottom frames not yet sent (see gpu_service.refine)."""
+        return self._refine(self._watch.flush())
+
+    def _with_refined(self, pose: PoseFrame, todo: list[Buffered]) -> PoseFrame:
+        return dataclasses.replace(pose, refined=self._refine(todo)) if todo else pose
+
+    def _refine(self, todo: list[Buffered]) -> tuple[PoseFrame, ...]:
+        """Each frame measured again with crops placed from its own landmarks (gpu_service.refine);
+        where BlazePose heavy is installed, its person mask gives the rule's surfaces too."""
+        if not todo or not self.refine_settings.enabled:
+            return ()
+        has_heavy = LANDMARK_HEAVY in self.backend.models
+        jobs: dict[str, list[tuple[int, NormRect, tuple[float, float, float, float], bool, Any]]] = {}
+        for i, item in enumerate(todo):
+            pose = item.pose
+            own = _alignment_rect(
+                (float(item.aux[0, 0]), float(item.aux[0, 1])),
+                (float(item.aux[1, 0]), float(item.aux[1, 1])),
+                pose.width,
+                pose.height,
+            )
+            if own is None:
+                continue
+            for v in self.refine_settings.variants:
+                if v.heavy and not has_heavy:
+                    continue
+                rect = _variant_rect(own, v.scale, v.shift, pose.width, pose.height)
+                tensor, padding = self._crop(item.image, rect)
+                if v.flip:
+                    tensor = tensor.flip(2) if hasattr(tensor, "flip") else tensor[:, :, ::-1, :]
+                model = LANDMARK_HEAVY if v.heavy else LANDMARK
+                jobs.setdefault(model, []).append((i, rect, padding, v.flip, tensor))
+        per_frame: dict[int, list[tuple[F64, F64]]] = {}
+        masks: dict[int, tuple[F64, NormRect]] = {}
+        for model, rows in jobs.items():
+            out = self.backend.run(model, concat_rows([r[4] for r in rows]))
+            self.refine_runs += len(rows)
+            for row, (i, rect, padding, flip, _) in enumerate(rows):
+                one = {name: value[row : row + 1] for name, value in out.items()}
+                if flip:
+                    one = flip_outputs(one, LM_SIZE)
+                _, landmarks, _, world = self._decode_landmarks(one, rect, padding)
+                if landmarks.shape[0] == 0:
+                    continue
+                if "segmentation" in one and i not in masks:
+                    seg = np.asarray(one["segmentation"], dtype=np.float64).reshape(LM_SIZE, LM_SIZE)
+                    masks[i] = (1.0 / (1.0 + np.exp(-np.clip(seg, -50.0, 50.0))), rect)
+                w, h = todo[i].pose.width, todo[i].pose.height
+                kp = np.empty((NUM_BLAZEPOSE_LANDMARKS, 4), dtype=np.float64)
+                kp[:, 0] = landmarks[:, 0] * w
+                kp[:, 1] = landmarks[:, 1] * h
+                kp[:, 2] = landmarks[:, 2] * w
+                kp[:, 3] = landmarks[:, 3]
+                per_frame.setdefault(i, []).append((kp, np.asarray(world, dtype=np.float64)))
+        refined = []
+        plate_frames = (
+            {min(per_frame), max(per_frame), sorted(per_frame)[len(per_frame) // 2]} if per_frame else set()
+        )
+        for i, poses in sorted(per_frame.items()):
+            kp, world, extras = aggregate(poses)
+            base = todo[i].pose
+            if i in masks:
+                extras.update(self._surfaces(masks[i][0], masks[i][1], base, kp))
+            if i in plate_frames:
+                extras.update(self._plate(todo[i].image, kp))
+            refined.append(
+                dataclasses.replace(
+                    base, keypoints=kp, world=world, extras={**base.extras, **extras}, refined=()
+                )
+            )
+        return tuple(refined)
+
+    def _plate(self, image: Any, kp: F64) -> dict[str, float]:
+        """A 450 mm plate on the bar, measured where the shoulders carry it (gpu_service.plate)."""
+        thigh = self._watch.current_thigh_px()
+        if thigh <= 0:
+            return {}
+        gray = image.y if isinstance(image, Yuv420) else cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2GRAY)
+        seen = [s for s in (11, 12) if kp[s, 3] >= 0.5]
+        mid = np.mean(kp[seen, :2], axis=0) if seen else None
+        near = None if mid is None else (float(mid[0]), float(mid[1]))
+        # A plate is about as wide as the thigh is long (45 cm against ~40-45 cm).
+        fit = measure_plate(np.asarray(gray), near, (0.8 * thigh, 1.4 * thigh))
+        if fit is None:
+            return {}
+        return {"plate_px_per_cm": fit.px_per_cm, "plate_support": fit.support}
+
+    def _surfaces(self, mask: F64, rect: NormRect, pose: PoseFrame, kp: F64) -> dict[str, float]:
+        """The rule's surfaces on the heavy model's person mask (gpu_service.silhouette), as extras."""
+        width, height = pose.width, pose.height
+        side_w, side_h, _ = _pad_roi(rect.width * width, rect.height * height)
+        to_mask = crop_matrix(
+            rect.x_center * width, rect.y_center * height, side_w, side_h, rect.rotation, LM_SIZE
+        )
+        h, k = nearer_leg(kp)
+        found = thigh_surfaces(
+            mask,
+            to_mask,
+            (float(kp[h, 0]), float(kp[h, 1])),
+            (float(kp[k, 0]), float(kp[k, 1])),
+            self._watch.current_thigh_px(),
+        )
+        if found is None:
+            return {}
+        return {
+            "surface_hip_y": found.hip_y,
+            "surface_knee_y": found.knee_y,
+            "surface_rms_px": found.fit_rms_px,
+        }
 
     def _drop_track(self) -> None:
         self._roi = None
@@ -684,6 +842,21 @@ class BlazePoseTracker:
         self._aux.reset()
         self._gate.reset()
         self._last_pose = None
+
+
+def _variant_rect(
+    rect: NormRect, scale: float, shift: tuple[float, float], width: int, height: int
+) -> NormRect:
+    """``rect`` scaled about its centre and moved by ``shift`` × its width along its own (rotated) axes."""
+    dx, dy = shift[0] * rect.width * width, shift[1] * rect.width * width
+    cos_r, sin_r = math.cos(rect.rotation), math.sin(rect.rotation)
+    return NormRect(
+        x_center=rect.x_center + (cos_r * dx - sin_r * dy) / width,
+        y_center=rect.y_center + (sin_r * dx + cos_r * dy) / height,
+        width=rect.width * scale,
+        height=rect.height * scale,
+        rotation=rect.rotation,
+    )
 
 
 def _refine_from_heatmap(norm: F64, heatmap: F32) -> None:

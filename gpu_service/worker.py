@@ -30,6 +30,7 @@ from gpu_service.blazepose import LANDMARK, BlazePoseTracker, PendingPose, model
 from gpu_service.pose_input import decode_for_pose
 from ingest.chunk_decoder import Yuv420
 from ingest.errors import ChunkDecodeError
+from referee.keypoints import PoseFrame
 from stream_processors.object_store import ObjectStore, ObjectStoreError
 from stream_processors.schemas import ChunkMeta, PoseMsg, SchemaError, unpack_chunk
 from stream_processors.topics import POSES
@@ -109,8 +110,12 @@ class PoseWorker:
         job = _Job(key, meta, base)
         stream = (key, meta.stream_start_us)
         if meta.end_of_stream:
-            self._trackers.pop(stream, None)
+            tracker = self._trackers.pop(stream, None)
             self._next_index.pop(stream, None)
+            if tracker is not None and (tail := tracker.flush_refined()):
+                # The stream ended within a bottom's window: its re-measured frames, on no frame.
+                marker = PoseFrame(capture_us=-1, frame_index=-1, width=0, height=0, refined=tail)
+                job.out.append(PoseMsg(**base, frame=marker.to_json()))
             job.out.append(PoseMsg(**base, end_of_stream=True))
             return job
         expected = self._next_index.get(stream)

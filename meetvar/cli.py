@@ -80,7 +80,10 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from meetvar.evaluate import cross_validate, evaluate, format_table
+    from meetvar.evaluate import cross_validate, evaluate, format_table, judged_reps
+    from meetvar.evaluation.reliability import table as reliability_table
+    from meetvar.evaluation.repeatability import format_repeatability
+    from meetvar.evaluation.repeatability import summarise as summarise_repeatability
     from meetvar.judge import judge_video
     from referee.config import RefereeConfig
 
@@ -105,10 +108,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(
         videos,
         labels,
-        lambda p: judge_video(p, threads=args.threads, config=config, skip_still=not args.every_frame),
+        lambda p, skip: judge_video(
+            p, threads=args.threads, config=config, skip_still=not args.every_frame, skip_frames=skip
+        ),
         progress=lambda m: print(m, file=sys.stderr, flush=True),
+        repeat=args.repeat,
     )
     result: dict[str, Any] = {"scored": report.summary(("H", "M")), "low_confidence": report.summary(("L",))}
+    result["reliability"] = reliability_table(judged_reps(report.rows))
+    if args.repeat > 1:
+        reps = report.repeatability()
+        result["repeatability"] = {
+            "starts": args.repeat,
+            "scored": summarise_repeatability(reps, ("H", "M")),
+            "all": summarise_repeatability(reps, ("H", "M", "L")),
+            "reps": [dataclasses.asdict(r) | {"spread_cm": r.spread_cm, "flipped": r.flipped} for r in reps],
+        }
     if args.fit:
         samples = [
             (r.label.file, r.margin_thigh, r.label.label)
@@ -122,7 +137,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps({**result, "rows": [dataclasses.asdict(r) for r in report.rows]}))
     else:
         print(format_table(report))
-        print(json.dumps(result, indent=2))
+        if args.repeat > 1:
+            print(format_repeatability(report.repeatability()))
+        print(json.dumps({k: v for k, v in result.items() if k != "repeatability"}, indent=2))
+        if args.repeat > 1:
+            print(json.dumps({k: v for k, v in result["repeatability"].items() if k != "reps"}, indent=2))
     return 0
 
 
@@ -138,6 +157,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         loop=not args.once,
         speed=args.speed,
         camera=_camera_id(args.camera),
+        memory=args.memory,
     ).run()
 
 
@@ -202,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--once", action="store_true", help="stream the clip once instead of looping")
     demo.add_argument("--speed", type=float, default=1.0, help="playback speed; 0 = as fast as possible")
     demo.add_argument("--camera", default=DEFAULT_CAMERA, help="camera id meet/platform/camera")
+    demo.add_argument(
+        "--memory",
+        action="store_true",
+        help="keep the broker in memory (default: durable, on a SeaweedFS S3 store in the data dir)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     judge = sub.add_parser("judge", help="judge a recorded video offline with the same referee core")
@@ -217,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--mocap", help="folder of 3D recordings: project into cameras, compare with 3D truth")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--fit", action="store_true", help="fit the surface offset, cross-validated by video")
+    ev.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="K",
+        help="judge each clip K times, started 0…K-1 frames later: margin spread and flips per rep",
+    )
     ev.add_argument("--threads", type=int, default=1)
     ev.add_argument("--every-frame", action="store_true", help=_EVERY_FRAME_HELP)
     ev.set_defaults(func=cmd_evaluate)

@@ -1,39 +1,52 @@
-"""``meetvar demo``: the embedded default, every part started on loopback and stopped together.
+"""``meetvar demo``: the embedded default, every part started on loopback and supervised.
 
-The services run as child processes, as they would in production, so a crash in one shows up as that
-service failing, not as a hung demo. Each child dies with the demo even if the demo itself is killed
-(PR_SET_PDEATHSIG), and Ctrl-C stops them in order and waits for them.
+The parts run as child processes, as they would in production, under :class:`meetvar.supervisor.Supervisor`:
+a child that crashes is started again with exponential backoff (logged and counted; the counts are in
+``DATA/supervisor.json`` and in the dashboard's ``GET /api/health``), only Ctrl-C or SIGTERM stops
+everything (in order: the source, the consumers, the dashboard, then the broker and its store), and every
+child dies with the demo even if the demo itself is killed with SIGKILL (``PR_SET_PDEATHSIG``).
+
+The broker is durable by default: Tansu keeps its log on SeaweedFS (``weed mini``, S3 on loopback) in
+``DATA/s3`` (credentials in ``DATA/s3/s3.json``, kept for the next start on the same ``--data-dir``), so a
+broker restart loses nothing. ``--memory`` keeps the broker in memory (nothing survives a broker restart).
+
+To add a service (e.g. an explainer), add one entry to :meth:`Demo.services`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
-import os
+import functools
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from subprocess import Popen
 from types import FrameType
-from typing import IO
 
 from meetvar.errors import UserError
+from meetvar.supervisor import STATUS_ENV, Service, ServiceStartError, Supervisor, meetvar_service
 from stream_processors.kafka import ensure_topics
-from stream_processors.tansu import TansuBroker
+from stream_processors.seaweed import (
+    DEFAULT_REGION,
+    SeaweedS3,
+    WeedPorts,
+    s3_credentials,
+    wait_s3_ready,
+    weed_command,
+)
+from stream_processors.tansu import find_tansu_binary, free_port, kafka_api_versions_ok, tansu_command
 from stream_processors.topics import ALL_TOPICS
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+BROKER_BUCKET = "tansu"
+# Stop tiers: the source first so nothing new enters, then the consumers, the dashboard, and last the
+# broker and the store it writes to.
+STOP_SOURCE, STOP_CONSUMERS, STOP_DASHBOARD, STOP_BROKER, STOP_STORE = 0, 10, 20, 90, 100
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -55,16 +68,32 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
 
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes] = field(repr=False)
+def _wait_broker_ready(
+    host: str, port: int, log_path: Path, timeout: float = 15.0
+) -> Callable[[Popen[bytes]], None]:
+    def ready(proc: Popen[bytes]) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"Tansu exited with {proc.returncode}")
+            if kafka_api_versions_ok(host, port, timeout=0.25):
+                return
+            if "AddrInUse" in _tail(log_path):
+                raise RuntimeError(f"Tansu could not bind {host}:{port}: address already in use")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Tansu did not answer on {host}:{port} within {timeout:.0f} s")
+            time.sleep(0.02)
 
-    def tail(self, lines: int = 8) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+    return ready
+
+
+def _tail(path: Path, chars: int = 4000) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - chars))
+            return f.read().decode(errors="replace")
+    except OSError:
         return ""
 
 
@@ -77,7 +106,7 @@ class Demo:
     loop: bool = True
     speed: float = 1.0
     camera: str = "demo/platform-1/side"
-    children: list[Child] = field(default_factory=list)
+    memory: bool = False
 
     def run(self) -> int:
         check_port_free(self.host, self.port)
@@ -85,16 +114,61 @@ class Demo:
         logs = data / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         previous = signal.signal(signal.SIGTERM, _raise_stop)
-        broker = TansuBroker(logs)
+        supervisor = Supervisor(logs, data / "supervisor.json", on_exit=self._report_exit)
         try:
-            broker.start()
-            asyncio.run(ensure_topics(broker.bootstrap, ALL_TOPICS))
-            b = broker.bootstrap
-            store = str(data / "objects")
+            bootstrap, where = self._start_broker(supervisor, data, logs)
+            asyncio.run(ensure_topics(bootstrap, ALL_TOPICS))
             # No default password: a one-time organizer login link, handed to the dashboard in its
             # environment (not its argv, which any local user can read) and printed below.
             login_token = secrets.token_urlsafe(24)
-            self._spawn(
+            for service in self.services(bootstrap, data, login_token):
+                supervisor.start(service)
+            url = f"http://{self.host}:{self.port}"
+            print(
+                f"meetvar demo is running\n"
+                f"  dashboard   {url}   (live calls over {url.replace('http', 'ws')}/ws,"
+                f" JSON at {url}/api/attempts)\n"
+                f"  sign in     {url}/#login={login_token}   (one-time organizer login, valid 1 h;"
+                f" without it the page is read-only)\n"
+                f"  broker      Tansu (Kafka protocol) at {bootstrap}, {where}\n"
+                f"  services    ingest ({self.video.name}, {'looping' if self.loop else 'once'}), "
+                f"pose worker (BlazePose, ONNX Runtime CPU), referee (faust), archiver;"
+                f" restarted when they crash ({data / 'supervisor.json'}, {url}/api/health)\n"
+                f"  cameras     WHIP at {url}/whip/<meet~platform~camera> (tokens: meetvar whip-token …"
+                f" --tokens {data / 'whip-tokens.json'}), phone page {url}/whip/publish\n"
+                f"  data, logs  {data}\n"
+                f"Press Ctrl-C to stop everything.",
+                flush=True,
+            )
+            supervisor.run()
+            return 0  # pragma: no cover - run() returns only by an exception
+        except (_Stop, KeyboardInterrupt):
+            print("\nstopping…", flush=True)
+            return 0
+        except ServiceStartError as exc:
+            raise UserError(str(exc)) from exc
+        finally:
+            supervisor.stop_all()
+            signal.signal(signal.SIGTERM, previous)
+
+    def services(self, bootstrap: str, data: Path, login_token: str) -> list[Service]:
+        """The demo's services after the broker, started in this order. Add a service here."""
+        b = bootstrap
+        store = str(data / "objects")
+        ingest = [
+            "ingest",
+            str(self.video),
+            "--broker",
+            b,
+            "--camera",
+            self.camera,
+            "--store",
+            store,
+            "--speed",
+            str(self.speed),
+        ]
+        return [
+            meetvar_service(
                 "dashboard",
                 [
                     "dashboard",
@@ -110,100 +184,106 @@ class Demo:
                     store,
                     "--anonymous-viewer",
                 ],
-                logs,
                 env={
                     "MEETVAR_LOGIN_TOKEN": login_token,
                     "MEETVAR_WHIP_TOKENS": str(data / "whip-tokens.json"),
+                    STATUS_ENV: str(data / "supervisor.json"),
                 },
-            )
-            self._spawn("pose", ["pose-worker", "--broker", b, "--store", store], logs)
-            self._spawn("referee", ["referee", "--broker", b, "--data-dir", str(data / "referee")], logs)
+                stop_order=STOP_DASHBOARD,
+            ),
+            meetvar_service(
+                "pose", ["pose-worker", "--broker", b, "--store", store], stop_order=STOP_CONSUMERS
+            ),
+            meetvar_service(
+                "referee",
+                ["referee", "--broker", b, "--data-dir", str(data / "referee")],
+                stop_order=STOP_CONSUMERS,
+            ),
             # Every chunk and decision kept in the object store: replays and audits read from there.
-            self._spawn("archiver", ["archiver", "--broker", b, "--store", store], logs)
-            ingest = [
+            meetvar_service(
+                "archiver", ["archiver", "--broker", b, "--store", store], stop_order=STOP_CONSUMERS
+            ),
+            # Streamed once (--once), ingest is done when it exits 0; looping, it is restarted like the rest.
+            meetvar_service(
                 "ingest",
-                str(self.video),
-                "--broker",
-                b,
-                "--camera",
-                self.camera,
-                "--store",
-                store,
-                "--speed",
-                str(self.speed),
-            ]
-            self._spawn("ingest", [*ingest, "--loop"] if self.loop else ingest, logs)
-            url = f"http://{self.host}:{self.port}"
-            print(
-                f"meetvar demo is running\n"
-                f"  dashboard   {url}   (live calls over {url.replace('http', 'ws')}/ws,"
-                f" JSON at {url}/api/attempts)\n"
-                f"  sign in     {url}/#login={login_token}   (one-time organizer login, valid 1 h;"
-                f" without it the page is read-only)\n"
-                f"  broker      Tansu (Kafka protocol) at {b}, in memory\n"
-                f"  services    ingest ({self.video.name}, {'looping' if self.loop else 'once'}), "
-                f"pose worker (BlazePose, ONNX Runtime CPU), referee (faust), archiver\n"
-                f"  cameras     WHIP at {url}/whip/<meet~platform~camera> (tokens: meetvar whip-token …"
-                f" --tokens {data / 'whip-tokens.json'}), phone page {url}/whip/publish\n"
-                f"  data, logs  {data}\n"
-                f"Press Ctrl-C to stop everything.",
-                flush=True,
-            )
-            return self._watch()
-        except (_Stop, KeyboardInterrupt):
-            print("\nstopping…", flush=True)
-            return 0
-        finally:
-            self._stop_children()
-            broker.stop()
-            signal.signal(signal.SIGTERM, previous)
+                [*ingest, "--loop"] if self.loop else ingest,
+                restart="always" if self.loop else "on-failure",
+                stop_order=STOP_SOURCE,
+            ),
+        ]
 
-    def _spawn(self, name: str, args: list[str], logs: Path, env: dict[str, str] | None = None) -> None:
-        log_path = logs / f"{name}.log"
-        log_file = log_path.open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "meetvar.cli", *args],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **env} if env else None,
-            start_new_session=True,  # Ctrl-C reaches the demo only; it stops the children in order
-            preexec_fn=_die_with_parent,
-        )
-        self.children.append(Child(name, proc, log_path, log_file))
-
-    def _watch(self) -> int:
-        while True:
-            for child in self.children:
-                code = child.proc.poll()
-                if code is None:
-                    continue
-                if child.name == "ingest" and code == 0:
-                    print("demo: the clip has been streamed once; the dashboard stays up. Ctrl-C to stop.")
-                    self.children.remove(child)
-                    break
-                print(
-                    f"meetvar: the {child.name} service stopped (exit {code}); its last log lines:\n"
-                    f"{child.tail()}\nsee {child.log_path}",
-                    file=sys.stderr,
-                )
-                return 1
-            time.sleep(0.3)
-
-    def _stop_children(self) -> None:
-        # Stop the source first so nothing new enters, then the consumers, then the dashboard.
-        order = {"ingest": 0, "pose": 1, "referee": 2, "archiver": 3, "dashboard": 4}
-        for child in sorted(self.children, key=lambda c: order.get(c.name, 9)):
-            if child.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 8
-        for child in self.children:
+    def _start_broker(self, supervisor: Supervisor, data: Path, logs: Path) -> tuple[str, str]:
+        """Start (and supervise) the object store, unless --memory, then Tansu on it; the bootstrap and
+        a phrase for where the broker keeps its log."""
+        env: dict[str, str] = {"NO_COLOR": "1"}  # keep ANSI escapes out of the log file
+        if self.memory:
+            storage, where = "memory://tansu/", "in memory (--memory: nothing survives a broker restart)"
+        else:
+            s3 = self._start_object_store(supervisor, data / "s3", logs)
+            s3.ensure_bucket(BROKER_BUCKET)
+            storage = f"s3://{BROKER_BUCKET}/"
+            env |= s3.tansu_env
+            where = f"durable on SeaweedFS S3 at {s3.endpoint} ({data / 's3'})"
+        binary = find_tansu_binary()
+        for attempt in range(3):
+            port = free_port(self.host)
             try:
-                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    child.proc.kill()
-                child.proc.wait()
-            child.log_file.close()
-        self.children.clear()
+                supervisor.start(
+                    Service(
+                        "broker",
+                        tansu_command(binary, self.host, port, storage),
+                        env=env,
+                        ready=_wait_broker_ready(self.host, port, logs / "broker.log"),
+                        stop_order=STOP_BROKER,
+                        stop_grace=5.0,
+                    )
+                )
+                return f"{self.host}:{port}", where
+            except ServiceStartError as exc:
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_object_store(self, supervisor: Supervisor, root: Path, logs: Path) -> SeaweedS3:
+        config = root / "s3.json"
+        access, secret = s3_credentials(config)
+        store_dir = root / "data"
+        store_dir.mkdir(parents=True, exist_ok=True)
+        # Free ports can be taken between picking and binding: start again on fresh ones.
+        for attempt in range(3):
+            ports = WeedPorts.free(self.host)
+            s3 = SeaweedS3(
+                f"http://{self.host}:{ports.s3}", access, secret, DEFAULT_REGION, store_dir, logs / "s3.log"
+            )
+            try:
+                supervisor.start(
+                    Service(
+                        "s3",
+                        weed_command(store_dir, config, ports, self.host),
+                        ready=functools.partial(_wait_s3, s3),
+                        stop_order=STOP_STORE,
+                        stop_grace=3.0,
+                    )
+                )
+                return s3
+            except ServiceStartError as exc:
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _report_exit(self, name: str, code: int, tail: str) -> None:
+        if name == "ingest" and code == 0 and not self.loop:
+            print(
+                "demo: the clip has been streamed once; the dashboard stays up. Ctrl-C to stop.", flush=True
+            )
+            return
+        how = f"killed by signal {-code}" if code < 0 else f"exit {code}"
+        print(
+            f"meetvar: the {name} service stopped ({how}); restarting it. Its last log lines:\n{tail}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _wait_s3(s3: SeaweedS3, proc: Popen[bytes]) -> None:
+    wait_s3_ready(s3, proc, timeout=30.0)

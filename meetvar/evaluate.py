@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meetvar.evaluation.reliability import Judged
+from meetvar.evaluation.repeatability import RepRepeatability, RepRun
+
 MATCH_WINDOW_S = 0.7
 EXPECTED = {"depth": "below", "not_depth": "above"}
 
@@ -57,6 +60,23 @@ class RowResult:
 class Report:
     rows: list[RowResult] = field(default_factory=list)
     extra_attempts: list[tuple[str, float]] = field(default_factory=list)
+    # Per later start (1…K−1 frames dropped), the rows of that run: see meetvar.evaluation.repeatability.
+    repeats: list[list[RowResult]] = field(default_factory=list)
+
+    def repeatability(self) -> list[RepRepeatability]:
+        """Each labelled rep's call in every start, the first start (nothing dropped) first."""
+        runs = [self.rows, *self.repeats]
+        return [
+            RepRepeatability(
+                r.label.file,
+                r.label.rep,
+                r.label.label,
+                r.label.confidence,
+                r.label.view,
+                tuple(RepRun(run[i].status, run[i].margin_cm) for run in runs),
+            )
+            for i, r in enumerate(self.rows)
+        ]
 
     def summary(self, confidences: tuple[str, ...] = ("H", "M")) -> dict[str, Any]:
         rows = [r for r in self.rows if r.label.confidence in confidences]
@@ -98,6 +118,19 @@ class Report:
         }
 
 
+def judged_reps(rows: list[RowResult], confidences: tuple[str, ...] = ("H", "M")) -> list[Judged]:
+    """Labelled reps with a measured margin, for the reliability table: was the lean right?"""
+    out = []
+    for r in rows:
+        if r.label.confidence not in confidences or r.label.label not in EXPECTED:
+            continue
+        if r.margin_cm is None or r.confidence is None:
+            continue
+        lean = "below" if r.margin_cm > 0 else "above"
+        out.append(Judged(r.confidence, lean == EXPECTED[r.label.label], r.decided, r.label.file))
+    return out
+
+
 def read_labels(path: Path) -> list[Label]:
     with path.open(newline="") as fh:
         return [
@@ -133,18 +166,26 @@ def match(labels: list[Label], attempts: list[dict[str, Any]]) -> tuple[list[Row
 def evaluate(
     videos: Path,
     labels_csv: Path,
-    judge: Callable[[Path], dict[str, Any]],
+    judge: Callable[[Path, int], dict[str, Any]],
     progress: Callable[[str], None] = lambda _: None,
+    repeat: int = 1,
 ) -> Report:
+    """``judge(path, skip_frames)``; with ``repeat`` K, each clip is judged again started 1…K−1 frames
+    later and those runs go to ``Report.repeats`` (the scores use the first start only)."""
     labels = read_labels(labels_csv)
-    report = Report()
+    report = Report(repeats=[[] for _ in range(max(1, repeat) - 1)])
     files = sorted({lab.file for lab in labels})
     for i, name in enumerate(files, 1):
-        progress(f"[{i}/{len(files)}] {name}")
-        result = judge(videos / name)
-        rows, extra = match([lab for lab in labels if lab.file == name], result["attempts"])
-        report.rows.extend(rows)
-        report.extra_attempts.extend((name, t) for t in extra)
+        ours = [lab for lab in labels if lab.file == name]
+        for skip in range(max(1, repeat)):
+            later = f", started {skip} frame{'s' * (skip > 1)} later" if skip else ""
+            progress(f"[{i}/{len(files)}] {name}{later}")
+            rows, extra = match(ours, judge(videos / name, skip)["attempts"])
+            if skip == 0:
+                report.rows.extend(rows)
+                report.extra_attempts.extend((name, t) for t in extra)
+            else:
+                report.repeats[skip - 1].extend(rows)
     return report
 
 

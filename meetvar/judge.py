@@ -33,12 +33,24 @@ def frames_for_pose(path: Path, *, start_us: int = 0) -> FrameFeed:
 
 
 def poses_from_file(
-    path: Path, *, threads: int = 1, backend: str | None = None, skip_still: bool = True
+    path: Path,
+    *,
+    threads: int = 1,
+    backend: str | None = None,
+    skip_still: bool = True,
+    skip_frames: int = 0,
 ) -> Iterator[PoseFrame]:
+    """Poses of every frame; ``skip_frames`` drops the first frames, as if the camera had started that
+    much later (capture times are kept, so calls stay comparable): the repeatability measure."""
     with frames_for_pose(path) as frames:  # the decoding child starts now, while the models load
         tracker = BlazePoseTracker(threads=threads, backend=backend, skip_still=skip_still)
         for index, capture_us, planes in frames:
-            yield tracker.process(planes, capture_us, index)
+            if index < skip_frames:
+                continue
+            yield tracker.process(planes, capture_us, index - skip_frames)
+        if tail := tracker.flush_refined():
+            # The stream ended within a bottom's window: its re-measured frames ride on no new frame.
+            yield PoseFrame(capture_us=-1, frame_index=-1, width=0, height=0, refined=tail)
 
 
 def judge_video(
@@ -48,13 +60,19 @@ def judge_video(
     config: RefereeConfig | None = None,
     backend: str | None = None,
     skip_still: bool = True,
+    skip_frames: int = 0,
 ) -> dict[str, object]:
     started = time.perf_counter()
     referee = Referee(origin_us=0, config=config)
     decisions = []
     n = seen = 0
     first_us = last_us = 0
-    for pose in poses_from_file(path, threads=threads, backend=backend, skip_still=skip_still):
+    for pose in poses_from_file(
+        path, threads=threads, backend=backend, skip_still=skip_still, skip_frames=skip_frames
+    ):
+        if pose.capture_us < 0:
+            referee.amend(pose.refined)
+            continue
         if n == 0:
             first_us = pose.capture_us
         last_us = pose.capture_us

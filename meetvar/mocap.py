@@ -8,22 +8,26 @@ against the truth camera by camera. The truth here is centre-against-centre, so 
 ``RefereeConfig(surface_offset_thigh=0.0)``: this measures the geometry (view, perspective, pitch), not the
 surface offset, which only labelled footage can fit.
 
-Loaders read the two formats in ``../shared/data/mocap`` (evaluation data: read at evaluation time, never
-copied into the project): OpenSim/markerless ``.trc`` marker files and OpenCap forward-kinematics joint
-position CSVs. Both become a :class:`Skeleton3D` with the same joint names.
+Loaders read the three formats in ``../shared/data/mocap`` (evaluation data: read at evaluation time, never
+copied into the project): OpenSim/markerless ``.trc`` marker files, OpenCap forward-kinematics joint
+position CSVs, and UI-PRMD's Vicon marker positions (``ui_prmd/*_positions*.txt.gz``, joint centres
+estimated from the markers). All become a :class:`Skeleton3D` with the same joint names.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from meetvar.evaluation.reliability import Judged
+from meetvar.evaluation.reliability import table as reliability_table
 from referee.config import RefereeConfig
 from referee.keypoints import NUM_BLAZEPOSE_LANDMARKS, FloatArray, PoseFrame
 from referee.keypoints import BlazePoseLandmark as L
@@ -31,6 +35,8 @@ from referee.referee import Referee
 
 MATCH_WINDOW_S = 0.7
 """A decided attempt and a true rep are the same rep when their bottoms are this close (as ``evaluate``)."""
+NEAR_PARALLEL_CM = 3.0
+"""UI-PRMD reps whose true margin is within this of parallel: the ones a depth call is really about."""
 BORDERLINE_THIGH = 0.03
 """True margins within this of zero (about 1.2 cm) are "about parallel": either call is defensible."""
 FAR_SIDE_VIS_DROP = 0.5
@@ -246,6 +252,101 @@ def load_opencap_fk(path: Path | str, fps: float = 30.0) -> Skeleton3D:
     return Skeleton3D(path.stem, times, joints, _detect_up(joints), fps)
 
 
+# UI-PRMD Vicon deep squats: 39 unnamed points a frame (x, y, z mm, z up, x forward, y to the left).
+# The lower-body points, identified from standing heights and left/right pairs (their README) and
+# checked here: 23/24 left/right ASIS, 25/26 left/right PSIS (17-19 cm behind the ASIS), 28/34 lateral
+# knee, 30/36 lateral ankle, 31/37 heel, 32/38 toe (ahead of the heel along +x), 9/16 left/right
+# shoulder (at C7 height, point 4).
+_PRMD_POINTS = {
+    "asis_l": 23,
+    "asis_r": 24,
+    "psis_l": 25,
+    "psis_r": 26,
+    "knee_l": 28,
+    "knee_r": 34,
+    "ankle_l": 30,
+    "ankle_r": 36,
+    "heel_l": 31,
+    "heel_r": 37,
+    "toe_l": 32,
+    "toe_r": 38,
+    "shoulder_l": 9,
+    "shoulder_r": 16,
+}
+PRMD_FPS = 100.0
+"""Vicon rate of UI-PRMD: the frame-to-frame second differences of the markers are ~0.1 mm, smooth as
+100 Hz capture is and 30 Hz would not be, and 100 Hz gives 2-4 s per deep squat."""
+PRMD_KNEE_HALF_WIDTH_M = 0.05
+"""Lateral knee marker to knee joint centre: half a typical knee width (~9 cm) plus the marker's
+radius; the offset is along the knee axis, i.e. horizontal, so the centre's height hardly depends on it."""
+PRMD_ANKLE_HALF_WIDTH_M = 0.035
+"""Lateral malleolus marker to ankle joint centre (half a typical ankle width plus the marker radius)."""
+
+
+def _harrington_hips(points: dict[str, FloatArray]) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Hip joint centres from the four pelvis markers by Harrington et al. (2007, J Biomech 40:595),
+    the regression on pelvis width PW (ASIS to ASIS) and depth PD (mid-ASIS to mid-PSIS), in mm in the
+    pelvis frame (origin mid-ASIS, x forward, y up, z to the side): x = -0.24 PD - 9.9,
+    y = -0.30 PW - 10.9, z = ±(0.33 PW + 7.3). Returns (right, left, unit right-lateral axis)."""
+    asis_r, asis_l = points["asis_r"], points["asis_l"]
+    mid_asis = (asis_r + asis_l) / 2
+    mid_psis = (points["psis_r"] + points["psis_l"]) / 2
+    lat = asis_r - asis_l
+    pw = np.linalg.norm(lat, axis=1, keepdims=True)
+    lat = lat / pw
+    fwd = mid_asis - mid_psis
+    fwd = fwd - np.sum(fwd * lat, axis=1, keepdims=True) * lat
+    pd = np.linalg.norm(fwd, axis=1, keepdims=True)
+    fwd = fwd / pd
+    up = np.cross(lat, fwd)  # right × forward = up
+    pw_mm, pd_mm = 1000 * np.median(pw), 1000 * np.median(pd)  # rigid: one pelvis size per subject
+    x = (-0.24 * pd_mm - 9.9) / 1000
+    y = (-0.30 * pw_mm - 10.9) / 1000
+    z = (0.33 * pw_mm + 7.3) / 1000
+    base = mid_asis + x * fwd + y * up
+    return base + z * lat, base - z * lat, lat
+
+
+def load_ui_prmd(path: Path | str, fps: float = 30.0, pad_s: float = 1.5) -> Skeleton3D:
+    """One UI-PRMD deep squat (``m01_sNN_e01_positions[_inc].txt.gz``, 100 Hz), resampled to ``fps``.
+
+    Joint centres: hips by the Harrington regression on the pelvis markers; knees and ankles moved
+    from the lateral markers towards the body's midline along the pelvis's left-right axis. The files
+    are cut tightly round one rep, so ``pad_s`` of standing still (the first and last frame held) is
+    added at each end: a referee sees the lifter standing before the descent and after the lockout.
+    """
+    path = Path(path)
+    with gzip.open(path, "rt") as fh:
+        data = np.loadtxt(fh, delimiter=",", dtype=np.float64)
+    raw = data.reshape(data.shape[0], -1, 3) / 1000.0
+    pts = {k: _fill_gaps(raw[:, i]) for k, i in _PRMD_POINTS.items()}
+    hip_r, hip_l, lat = _harrington_hips(pts)
+    lat_h = lat.copy()
+    lat_h[:, 2] = 0.0
+    lat_h /= np.linalg.norm(lat_h, axis=1, keepdims=True)
+    src: dict[str, FloatArray] = {
+        "hip_r": hip_r,
+        "hip_l": hip_l,
+        # ``lat`` points to the lifter's right: the midline is at −lat from the right leg, +lat from the left.
+        "knee_r": pts["knee_r"] - PRMD_KNEE_HALF_WIDTH_M * lat_h,
+        "knee_l": pts["knee_l"] + PRMD_KNEE_HALF_WIDTH_M * lat_h,
+        "ankle_r": pts["ankle_r"] - PRMD_ANKLE_HALF_WIDTH_M * lat_h,
+        "ankle_l": pts["ankle_l"] + PRMD_ANKLE_HALF_WIDTH_M * lat_h,
+    }
+    src |= {k: pts[k] for k in ("heel_r", "heel_l", "toe_r", "toe_l", "shoulder_r", "shoulder_l")}
+    t_src = np.arange(raw.shape[0]) / PRMD_FPS
+    times = np.arange(0.0, t_src[-1] + 1e-9, 1.0 / fps)
+    n_pad = round(pad_s * fps)
+    joints = {}
+    for k, v in src.items():
+        r = np.stack([np.interp(times, t_src, v[:, c]) for c in range(3)], axis=1)
+        joints[k] = np.concatenate([np.repeat(r[:1], n_pad, axis=0), r, np.repeat(r[-1:], n_pad, axis=0)])
+    all_times = np.arange(joints["hip_r"].shape[0]) / fps
+    name = path.name.removesuffix(".txt.gz").replace("_positions", "")
+    _require(joints, path)
+    return Skeleton3D(f"ui_prmd/{name}", all_times, joints, _detect_up(joints), fps)
+
+
 def _require(joints: dict[str, FloatArray], path: Path) -> None:
     missing = [j for j in JOINTS if j != "nose" and j not in joints]
     if missing:
@@ -253,10 +354,12 @@ def _require(joints: dict[str, FloatArray], path: Path) -> None:
 
 
 def load_recordings(root: Path | str) -> list[Skeleton3D]:
-    """Every recording under ``root``: ``**/*.trc`` and ``**/*_fk_joint_positions.csv``."""
+    """Every recording under ``root``: ``**/*.trc``, ``**/*_fk_joint_positions.csv`` and UI-PRMD's
+    ``**/m01_*_positions*.txt.gz`` (deep squats only: m01 is UI-PRMD's deep-squat movement)."""
     root = Path(root)
     skels = [load_trc(p) for p in sorted(root.rglob("*.trc"))]
     skels += [load_opencap_fk(p) for p in sorted(root.rglob("*_fk_joint_positions.csv"))]
+    skels += [load_ui_prmd(p) for p in sorted(root.rglob("m01_*_positions*.txt.gz"))]
     return skels
 
 
@@ -420,6 +523,8 @@ def project(
     drop_rate: float = 0.0,
     seed: int = 0,
     start_us: int = 0,
+    world_z_noise_m: float = 0.0,
+    world_z_scale: float = 1.0,
 ) -> list[PoseFrame]:
     """The poses a BlazePose-like model would give of this skeleton from a camera (see :func:`place_camera`).
 
@@ -427,7 +532,10 @@ def project(
       0.95 on the near side and ``0.95 − 0.5·|sin yaw|`` on the far side (the model hedges on a leg hidden
       behind the other), 0.05 outside the image, 0 for landmarks the data does not have;
     - world: the joints in the camera's axes (x right, y down, z away), hip-centred, metres, with the same
-      noise back-projected — the referee reads the view's yaw from the world hip axis;
+      noise back-projected — the referee reads the view's yaw from the world hip axis. The model's depth
+      (z) is far worse than its x/y, so ``world_z_noise_m`` adds independent Gaussian noise to each
+      joint's z every frame (then re-centred on the hips), and ``world_z_scale`` squashes (< 1) or
+      stretches all depths, as a model that under-reads depth does;
     - ``drop_rate`` of frames (chosen by ``seed``) carry no person at all, as when detection fails.
     """
     cam = place_camera(
@@ -472,6 +580,11 @@ def project(
         metres_per_px = hip_cam[2] / focal_px
         world[idx] = cam_pts[t] - hip_cam
         world[idx, :2] += noise * metres_per_px
+        if world_z_noise_m > 0 or world_z_scale != 1.0:
+            z = world[idx, 2] * world_z_scale
+            if world_z_noise_m > 0:
+                z = z + rng.normal(0.0, world_z_noise_m, size=len(names))
+            world[idx, 2] = z - z[hip_cols].mean()
         frames.append(PoseFrame(capture_us, t, cam.width, cam.height, kp, world, 0.9, 1, "mocap"))
     return frames
 
@@ -551,6 +664,7 @@ def judge_projection(
         if k in by_rep:
             d = decisions[by_rep[k]].depth
             row["status"] = d.status
+            row["confidence"] = d.confidence
             row["yaw_est_deg"] = d.view_yaw_deg
             row["bottom_error_s"] = round(bottoms[by_rep[k]] - rep.bottom_s, 3)
             if d.margin_thigh is not None:
@@ -564,7 +678,7 @@ def judge_projection(
 
 def evaluate_mocap(
     root: Path | str,
-    yaws: Sequence[float] = (0, 15, 30, 45, 60, 75, 90),
+    yaws: Sequence[float] = (0, 15, 20, 30, 45, 60, 75, 90),
     pitches: Sequence[float] = (0, 15),
     distances: Sequence[float] = (3, 6),
     noise_px: Sequence[float] = (0, 2),
@@ -574,6 +688,8 @@ def evaluate_mocap(
     config: RefereeConfig | None = None,
     focal_px: float = 1400.0,
     size: tuple[int, int] = (1920, 1080),
+    world_z_noise_m: float = 0.0,
+    world_z_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Judge every recording under ``root`` from every camera of the grid and score it against the truth.
 
@@ -626,6 +742,8 @@ def evaluate_mocap(
                                 seed=int(seed),
                                 focal_px=focal_px,
                                 size=size,
+                                world_z_noise_m=world_z_noise_m,
+                                world_z_scale=world_z_scale,
                             )
                             rows.extend(got)
                             extra[float(yaw)] += n_extra
@@ -649,10 +767,39 @@ def evaluate_mocap(
         for y in runs
         for n in noise_px
     }
+    sources = list(dict.fromkeys(_source(s.name) for s in skels))
     by_recording = {
-        s.name: summarize([r for r in rows if r["recording"] == s.name and r["yaw_deg"] >= 45]) for s in skels
+        src: summarize([r for r in rows if _source(r["recording"]) == src and r["yaw_deg"] >= 45])
+        for src in sources
     }
+    by_source_yaw = {
+        f"{src}|{y:g}": summarize([r for r in rows if _source(r["recording"]) == src and r["yaw_deg"] == y])
+        for src in sources
+        for y in runs
+    }
+    near_parallel = {
+        y: summarize(
+            [
+                r
+                for r in rows
+                if r["recording"].startswith("ui_prmd/")
+                and r["yaw_deg"] == y
+                and abs(r["true_margin_cm"]) < NEAR_PARALLEL_CM
+            ]
+        )
+        for y in runs
+    }
+    judged = [
+        Judged(
+            r["confidence"],
+            (r["margin_thigh"] > 0) == (r["true_margin_thigh"] > 0),
+            r["status"] != "undecided",
+        )
+        for r in rows
+        if r.get("margin_thigh") is not None and r.get("confidence") is not None
+    ]
     return {
+        "reliability": reliability_table(judged),
         "grid": {
             "yaws": list(yaws),
             "pitches": list(pitches),
@@ -663,6 +810,10 @@ def evaluate_mocap(
             "focal_px": focal_px,
             "size": list(size),
             "surface_offset_thigh": config.surface_offset_thigh,
+            "perspective_correction": config.perspective_correction,
+            "min_side_view_yaw_deg": config.min_side_view_yaw_deg,
+            "world_z_noise_m": world_z_noise_m,
+            "world_z_scale": world_z_scale,
             "borderline_thigh": BORDERLINE_THIGH,
         },
         "recordings": recordings,
@@ -671,8 +822,15 @@ def evaluate_mocap(
         "by_yaw_distance": by_yaw_distance,
         "by_yaw_noise": by_yaw_noise,
         "by_recording_yaw45plus": by_recording,
+        "by_source_yaw": by_source_yaw,
+        "ui_prmd_near_parallel": near_parallel,
         "rows": rows,
     }
+
+
+def _source(name: str) -> str:
+    """The data set a recording belongs to: UI-PRMD's 20 files count as one source."""
+    return name.split("/", 1)[0] if "/" in name else name
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -723,7 +881,10 @@ def format_mocap_table(result: dict[str, Any]) -> str:
         f"Grid per recording and yaw: pitches {g['pitches']}°, distances {g['distances']} m, noise "
         f"{g['noise_px']} px, seeds {g['seeds']}, {g['drop_rate']:.0%} frames dropped; focal "
         f"{g['focal_px']:g} px, {g['size'][0]}×{g['size'][1]}; centre rule (surface offset "
-        f"{g['surface_offset_thigh']:g}); borderline = |truth| ≤ {g['borderline_thigh']} thigh."
+        f"{g['surface_offset_thigh']:g}); borderline = |truth| ≤ {g['borderline_thigh']} thigh; "
+        f"perspective correction {'on' if g['perspective_correction'] else 'off'}, "
+        f"min side-view yaw {g['min_side_view_yaw_deg']:g}°; world z noise {g['world_z_noise_m']:g} m, "
+        f"world z scale {g['world_z_scale']:g}."
     )
     return "\n".join(out)
 
@@ -744,6 +905,51 @@ def format_breakdown(result: dict[str, Any], key: str, label: str) -> str:
                 f"{c['clear']['correct']}/{c['clear']['n']}"
             )
         out.append(f"| {yaw:g} | " + " | ".join(parts) + " |")
+    return "\n".join(out)
+
+
+def format_yaw_rows(by_yaw: dict[float, dict[str, Any]]) -> str:
+    """Markdown: per yaw, calls against the truth and the margin error in cm."""
+    out = [
+        "| yaw ° | reps | clear: right / wrong / undecided / missed | "
+        "borderline: below / above / undecided | mean err cm | median abs cm | p90 abs cm |",
+        "|---:|---:|---|---|---:|---:|---:|",
+    ]
+    for yaw, s in by_yaw.items():
+        c, b, ec = s["clear"], s["borderline"], s["error_cm"]
+        out.append(
+            f"| {yaw:g} | {s['true_reps']} | "
+            f"{c['correct']} / {c['wrong']} / {c['undecided']} / {c['missed']} | "
+            f"{b['below']} / {b['above']} / {b['undecided']} | {_num(ec['mean'], 1, sign=True)} | "
+            f"{_num(ec['median_abs'], 1)} | {_num(ec['p90_abs'], 1)} |"
+        )
+    return "\n".join(out)
+
+
+def format_source_yaw(result: dict[str, Any]) -> str:
+    """Markdown: per source (UI-PRMD as one) and yaw, mean / median |err| / p90 |err| cm, wrong, undecided."""
+    cells: dict[str, dict[str, Any]] = result["by_source_yaw"]
+    sources = list(dict.fromkeys(k.split("|")[0] for k in cells))
+    yaws = list(result["by_yaw"])
+    out = [
+        "| source | " + " | ".join(f"{y:g}°" for y in yaws) + " |",
+        "|---|" + "---|" * len(yaws),
+    ]
+    for src in sources:
+        parts = []
+        for y in yaws:
+            c = cells[f"{src}|{y:g}"]
+            e = c["error_cm"]
+            parts.append(
+                f"{_num(e['mean'], 1, sign=True)} / {_num(e['median_abs'], 1)} / {_num(e['p90_abs'], 1)}"
+                f" · w{c['clear']['wrong']} u{c['clear']['undecided'] + c['borderline']['undecided']}"
+            )
+        out.append(f"| {src} | " + " | ".join(parts) + " |")
+    out.append("")
+    out.append(
+        "Cell: mean / median |err| / p90 |err| (cm) · w = wrong calls on clear reps, "
+        "u = undecided (all reps)."
+    )
     return "\n".join(out)
 
 
@@ -793,7 +999,15 @@ def format_report(result: dict[str, Any]) -> str:
             "",
             format_breakdown(result, "by_yaw_noise", "noise px"),
             "",
-            "### By recording (yaws ≥ 45° only, where the referee decides)",
+            "### UI-PRMD reps nearest parallel (|true margin| < 3 cm), per yaw",
+            "",
+            format_yaw_rows(result["ui_prmd_near_parallel"]),
+            "",
+            "### By source and yaw",
+            "",
+            format_source_yaw(result),
+            "",
+            "### By recording (yaws ≥ 45° only)",
             "",
             "| recording | found | clear right | wrong | undecided | missed | borderline b / a / u / m | "
             "mean err (thigh) | mean err cm | median abs cm |",
@@ -810,10 +1024,30 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("root", type=Path)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--no-perspective", action="store_true", help="judge with the plain image margin")
+    parser.add_argument(
+        "--min-yaw", type=float, default=None, help="override min_side_view_yaw_deg (0: measure every view)"
+    )
+    parser.add_argument("--world-z-noise-m", type=float, default=0.0, help="noise on each world z, metres")
+    parser.add_argument("--world-z-scale", type=float, default=1.0, help="scale of the world depths")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = parser.parse_args(argv)
-    result = evaluate_mocap(args.root, seeds=tuple(range(args.seeds)))
+    # The correction's own threshold (20°) when it is on; the default's (35°) when it is off.
+    config = RefereeConfig(
+        surface_offset_thigh=0.0,
+        perspective_correction=not args.no_perspective,
+        min_side_view_yaw_deg=RefereeConfig().min_side_view_yaw_deg if args.no_perspective else 20.0,
+    )
+    if args.min_yaw is not None:
+        config = replace(config, min_side_view_yaw_deg=args.min_yaw)
+    result = evaluate_mocap(
+        args.root,
+        seeds=tuple(range(args.seeds)),
+        config=config,
+        world_z_noise_m=args.world_z_noise_m,
+        world_z_scale=args.world_z_scale,
+    )
     print(json.dumps(result, indent=1) if args.json else format_report(result))
 
 

@@ -37,6 +37,12 @@ class RefereeConfig:
     """The lifter's legs span at least this share of the image height; smaller people are passers-by."""
     max_foot_travel_thigh: float = 1.0
     """Feet that travel further than this during the movement belong to someone walking."""
+    max_step_travel_thigh: float = 0.5
+    """Both ankles moving this far (thigh lengths, ~20 cm: one step of a walk-out) within
+    ``step_window_s`` of the lowest point are steps: a walk-out, a re-rack or stepping in, never an
+    attempt. A shuffle at the finish (``step_thigh``) is smaller, comes later and moves one foot."""
+    step_window_s: float = 0.5
+    """The feet are watched this long either side of the movement's lowest point."""
     max_bottom_knee_deg: float = 145.0
     """Mean of both knees at the bottom: every squat, even a quarter squat, bends both knees past
     this; a walking stride bends one knee while the other is straight (mean ~150° or more)."""
@@ -55,9 +61,46 @@ class RefereeConfig:
     above both centres; the net is measured, not assumed: ``meetvar evaluate --fit`` fits it with
     leave-one-video-out cross-validation on labelled footage."""
     min_side_view_yaw_deg: float = 35.0
-    """Closer to a front or rear view than this, hip-over-knee height cannot be seen: undecided."""
+    """Closer to a front or rear view than this, hip-over-knee height cannot be seen: undecided. Without
+    the perspective correction (the default, below) projected 3D squats read 8 cm too high at 30° and
+    6.4 cm at 45° (docs/mocap.md), so lower would judge what cannot be measured. With the correction on,
+    20° measures |error| p90 2.4 cm on the projections and is the value to use with it."""
+    perspective_correction: bool = False
+    """Correct each leg's image margin for the camera's yaw and pitch (referee/perspective.py): off the
+    side, the knee is nearer the camera than the hip and a camera above the hips draws it low. On
+    projected 3D squats the plain margin reads 6.4 cm too high at 45° and calls 23 clear reps wrong at
+    45-75°; corrected, +0.3 cm and none (docs/judging.md). Off by default all the same, because on the
+    labelled real footage, with 20°, it decided fewer reps (13 of 22 H/M rows against 15), called an H/M
+    rear view wrong in one of four shifted starts (−16 cm on a deep rep) and an L rear-oblique rep wrong
+    that the plain margin gets right: it assumes the image centre and a field of view
+    (``assumed_hfov_deg``), and BlazePose's own world depths look about half scale. Turn it on (with
+    ``min_side_view_yaw_deg`` 20) for a camera whose field of view is known."""
+    perspective_below_yaw_deg: float = 90.0
+    """The correction is applied only to cameras whose estimated yaw is below this (90: every camera)."""
+    assumed_hfov_deg: float = 69.0
+    """Horizontal field of view of the camera when it is not known (the pose model does not give it):
+    a phone's main camera (26 mm equivalent). Used only to place the hip's ray for that correction."""
     margin_noise_thigh: float = 0.04
-    """Typical measurement noise of the margin, in thigh lengths; sets how fast confidence grows."""
+    """Measurement noise of a margin read off the tracker's own poses (no crop ensemble), thigh lengths:
+    on phone footage it moved by up to ~2.5 cm between starts a frame apart (docs/benchmarks.md)."""
+    surface_error_thigh: float = 0.02
+    """What the crop ensemble cannot see: the error of the fitted shift from joint centres to the rule's
+    surfaces, and the model's own bias at the joints (one standard deviation, thigh lengths)."""
+    oblique_error_thigh_at_45: float = 0.03
+    """Margin error a 45°-oblique camera adds (one s.d., thigh lengths), scaled by cos(yaw)/cos(45°):
+    nothing at a side view. Measured on projected motion capture (docs/mocap.md)."""
+    interval_z: float = 1.645
+    """Half-width of the margin interval in standard deviations (90 % two-sided): a call is made only
+    when the whole interval is on one side of the line, i.e. at least 95 % sure; otherwise it is
+    "too close to call" and goes to the referees."""
+    min_silhouette_frames: int = 2
+    """Bottom frames on which the silhouette's surfaces must be found before that margin is reported."""
+    min_plate_frames: int = 2
+    """A plate must be found on this many re-measured bottom frames before it sets the cm scale."""
+    ensemble_reach_s: float = 0.4
+    """Re-measured frames this close to the smoothed series' bottom are the attempt's bottom."""
+    ensemble_top_frames: int = 3
+    """The margin is the median of this many deepest re-measured frames."""
     # --- the other faults ---
     locked_knee_deg: float = 150.0
     """Knee angle (3D, from the metric landmarks) at or above which a knee counts as locked. Standing

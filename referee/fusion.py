@@ -18,6 +18,8 @@ from referee.decision import AttemptDecision
 
 SAME_ATTEMPT_US = 2_000_000  # bottoms this close on the platform's timeline are the same attempt
 DECIDED = ("good", "no_lift")
+# How the call's margin was measured and how sure it is: carried over from the camera that speaks for it.
+UNCERTAINTY_FIELDS = ("margin_cm_interval", "surface", "scale", "measured")
 
 
 def fuse_calls(cameras: list[dict[str, Any]]) -> dict[str, Any]:
@@ -29,16 +31,22 @@ def fuse_calls(cameras: list[dict[str, Any]]) -> dict[str, Any]:
     lights = {c["camera"]: c["attempt"]["verdict"] for c in cameras}
     if not decided:
         reasons = sorted({r for c in cameras for r in c["attempt"]["reasons"]})
+        # A camera that measured a margin too close to call says more than one that saw nothing: its
+        # margin and interval go to the referees with the call.
+        measured = [c for c in cameras if c["attempt"]["depth"].get("margin_cm") is not None]
+        closest = min(measured, key=lambda c: abs(c["attempt"]["depth"]["margin_cm"]), default=None)
+        depth = closest["attempt"]["depth"] if closest is not None else {}
         return {
             "verdict": "undecided",
             "status": "undecided",
-            "margin_cm": None,
-            "confidence": 0.0,
+            "margin_cm": depth.get("margin_cm"),
+            "confidence": depth.get("confidence", 0.0),
             "votes": votes,
             "lights": lights,
-            "camera": None,
+            "camera": None if closest is None else closest["camera"],
             "cards": [],
             "reasons": reasons or ["no camera could judge depth"],
+            **{k: depth.get(k) for k in UNCERTAINTY_FIELDS},
         }
     verdict = "good" if votes["good"] > votes["no_lift"] else "no_lift"
     agreeing = [c for c in decided if c["attempt"]["verdict"] == verdict]
@@ -61,6 +69,7 @@ def fuse_calls(cameras: list[dict[str, Any]]) -> dict[str, Any]:
         "camera": weakest["camera"],
         "cards": sorted(card for card, n in card_votes.items() if n * 2 > len(decided)),
         "reasons": reasons,
+        **{k: depth.get(k) for k in UNCERTAINTY_FIELDS},
     }
 
 

@@ -56,6 +56,10 @@ class PoseFrame:
     track_id: int | None = None
     model_id: str = ""
     extras: dict[str, float] = field(default_factory=dict)
+    # Earlier frames of this stream, re-measured around an attempt's bottom (gpu_service.refine): they
+    # replace the poses with the same capture time. They ride on a later frame because the bottom is only
+    # known once it has passed; in the stream they come after those frames and before the attempt ends.
+    refined: tuple[PoseFrame, ...] = ()
 
     @property
     def has_person(self) -> bool:
@@ -74,6 +78,7 @@ class PoseFrame:
             "track_id": self.track_id,
             "model_id": self.model_id,
             "extras": dict(self.extras),
+            **({"refined": [r.to_json() for r in self.refined]} if self.refined else {}),
         }
 
     @classmethod
@@ -82,6 +87,8 @@ class PoseFrame:
         world = data.get("world")
         extras = data.get("extras") or {}
         assert isinstance(extras, dict)
+        refined = data.get("refined") or []
+        assert isinstance(refined, list)
         return cls(
             capture_us=int(data["capture_us"]),  # type: ignore[call-overload]
             frame_index=int(data["frame_index"]),  # type: ignore[call-overload]
@@ -93,4 +100,5 @@ class PoseFrame:
             track_id=None if data.get("track_id") is None else int(data["track_id"]),  # type: ignore[call-overload]
             model_id=str(data.get("model_id", "")),
             extras={str(k): float(v) for k, v in extras.items()},
+            refined=tuple(cls.from_json(r) for r in refined),
         )

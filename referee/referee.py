@@ -39,8 +39,14 @@ class Referee:
 
     def push(self, frame: PoseFrame) -> AttemptDecision | None:
         self._model_id = frame.model_id or self._model_id
+        self.amend(frame.refined)
         window = self._segmenter.push(frame)
         return self._decide(window) if window is not None else None
+
+    def amend(self, frames: Iterable[PoseFrame]) -> None:
+        """Re-measured poses of frames already pushed (the bottom of an attempt, gpu_service.refine)."""
+        for f in frames:
+            self._segmenter.amend(f)
 
     def finish(self) -> AttemptDecision | None:
         window = self._segmenter.finish()

@@ -165,6 +165,18 @@ class RepSegmenter:
                 self._rep = []
         return None
 
+    def amend(self, frame: PoseFrame) -> bool:
+        """Swap in a re-measured pose for the kept frame with the same capture time (see
+        ``PoseFrame.refined``). Segmentation already used the first measurement and keeps it: only the
+        depth judged on these frames changes. False when the frame is no longer kept."""
+        hit = False
+        for store in (self._recent, self._rep):
+            for i, (old, ext) in enumerate(store):
+                if old.capture_us == frame.capture_us:
+                    store[i] = (frame, ext)
+                    hit = True
+        return hit
+
     def finish(self) -> AttemptWindow | None:
         """The stream ended: an attempt past its bottom still gets judged."""
         if self._phase is Phase.HOLD:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ def prompt_for_attempt(attempt: Mapping[str, Any]) -> str:
         "side_judged": d["side"],
         "camera_view_yaw_deg": d["view_yaw_deg"],
         "reasons": list(attempt["reasons"]),
+        **{k: d[k] for k in ("margin_cm_interval", "surface", "scale") if d.get(k) is not None},
     }
     return (
         "You explain a powerlifting squat depth call to the lifter. "
@@ -86,6 +88,11 @@ def decision_from_attempt(attempt: Mapping[str, Any]) -> AttemptDecision:
         view_yaw_deg=d["view_yaw_deg"],
         reasons=tuple(attempt["reasons"]) if d["status"] == "undecided" else (),
         landmarks=d.get("landmarks") or {},
+        margin_cm_interval=None if not d.get("margin_cm_interval") else tuple(d["margin_cm_interval"]),
+        uncertainty_thigh=d.get("uncertainty_thigh"),
+        surface=d.get("surface"),
+        scale=d.get("scale"),
+        measured=d.get("measured"),
     )
     return AttemptDecision(
         rep=int(attempt["rep"]),
@@ -121,6 +128,10 @@ class Explainer:
         self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL")
         self.timeout_s = timeout_s
         self._cache: ExplanationCache = cache if cache is not None else {}
+        if self.api_key:
+            # The SDK takes seconds to import: here, not inside the first answer's timeout, and not on
+            # the event loop in the middle of a meet.
+            importlib.import_module("anthropic")
 
     def prompt_hash(self, prompt: str) -> str:
         return hashlib.sha256(f"{self.model}\n{prompt}".encode()).hexdigest()[:16]

@@ -1,10 +1,22 @@
-"""The referee as a faust app: ``poses`` in, ``decisions`` and ``explanations`` out.
+"""The referee as a faust app: ``poses`` in, ``decisions`` out; and, off the judging path, ``decisions``
+in, ``explanations`` out.
 
 Thin by design: faust moves messages; :class:`RefereeProcessor` holds the per-camera referees; the
 explainer turns each decision into words. One agent instance processes a partition in order, which is
-what the segmentation state machine needs. Referee state is in memory (faust's memory store, as Tansu
-requires): after a restart the group resumes from its committed offset and starts a fresh referee, so an
-attempt in progress at the crash is judged from the frames after it (recorded in the decision's reasons).
+what the segmentation state machine needs.
+
+Explanations have their own agent, a consumer of ``decisions``: a slow model (the explainer waits up to
+its timeout for Claude) delays only the words, never the next camera's call. Fused calls get no
+explanation of their own (their cameras' explanations cover them). ``stream_processors.explainer`` is
+the one place that calls Claude.
+
+Referee state is in memory (faust's memory store, as Tansu requires). Before the worker starts,
+:func:`stream_processors.referee_recovery.recover` rebuilds it as the previous run left it: the emitted
+attempts from ``decisions``, who is lifting from ``meet.state``, and each camera's segmenter from the
+``poses`` before the committed offset (rewound :data:`~stream_processors.referee_recovery.REWIND_S`).
+So an attempt in progress at a crash is judged from the frames before and after it, under the id it
+would have had, exactly once; when the rewound frames do not reach back to its start, the decision's
+reasons say that the referee restarted during it.
 """
 
 from __future__ import annotations
@@ -17,32 +29,45 @@ import faust
 import structlog
 
 from meetvar.logs import configure
+from stream_processors.attempts import FUSED
 from stream_processors.explainer import Explainer
 from stream_processors.faust_app import make_app, run_worker
 from stream_processors.kafka import ensure_topics, wait_for_broker
 from stream_processors.referee_processor import RefereeProcessor
-from stream_processors.schemas import ExplanationMsg, PoseMsg, SchemaError, StateMsg
+from stream_processors.referee_recovery import recover
+from stream_processors.schemas import DecisionMsg, ExplanationMsg, PoseMsg, SchemaError, StateMsg
 from stream_processors.topics import ALL_TOPICS, DECISIONS, EXPLANATIONS, MEET_STATE, POSES, platform_key
 
 log = structlog.get_logger()
 
+APP_ID = "meetvar-referee"  # also the consumer group whose committed offsets recovery reads
 
-def build_app(bootstrap: str, datadir: Path, explainer: Explainer | None = None) -> faust.App:
-    app = make_app("meetvar-referee", bootstrap, datadir=datadir)
-    poses = app.topic(POSES, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-    decisions = app.topic(DECISIONS, key_serializer="raw", value_serializer="raw")
+
+def build_app(
+    bootstrap: str,
+    datadir: Path,
+    explainer: Explainer | None = None,
+    processor: RefereeProcessor | None = None,
+) -> faust.App:
+    app = make_app(APP_ID, bootstrap, datadir=datadir)
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    poses = app.topic(POSES, **raw)
+    decisions = app.topic(DECISIONS, **raw)
     explanations = app.topic(EXPLANATIONS, key_serializer="raw", value_serializer="raw")
-    states = app.topic(
-        MEET_STATE, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
-    processor = RefereeProcessor()
+    states = app.topic(MEET_STATE, **raw)
+    referee = processor if processor is not None else RefereeProcessor()
     explain = explainer or Explainer()
 
     @app.agent(states)
     async def follow_signals(stream: Any) -> None:
         async for value in stream:
             try:
-                processor.handle_state(StateMsg.parse(value))
+                referee.handle_state(StateMsg.parse(value))
             except SchemaError as exc:
                 log.error("referee.bad_state_message", error=str(exc))
 
@@ -54,7 +79,7 @@ def build_app(bootstrap: str, datadir: Path, explainer: Explainer | None = None)
             except SchemaError as exc:
                 log.error("referee.bad_pose_message", error=str(exc))
                 continue
-            for decision_msg, decision in processor.handle(msg):
+            for decision_msg, _ in referee.handle(msg):
                 await decisions.send(
                     key=platform_key(msg.meet, msg.platform).encode(), value=decision_msg.dump()
                 )
@@ -64,27 +89,39 @@ def build_app(bootstrap: str, datadir: Path, explainer: Explainer | None = None)
                     camera=decision_msg.camera,
                     verdict=decision_msg.attempt["verdict"],
                 )
-                if decision is None:  # a fused call: its cameras' explanations already went out
-                    continue
-                words = await explain.explain(decision)
-                out = ExplanationMsg(
-                    attempt_id=decision_msg.attempt_id,
-                    text=words.text,
-                    model=words.model,
-                    prompt_hash=words.prompt_hash,
-                )
-                await explanations.send(key=decision_msg.attempt_id.encode(), value=out.dump())
+
+    @app.agent(decisions)
+    async def narrate(stream: Any) -> None:
+        async for value in stream:
+            try:
+                decision = DecisionMsg.parse(value)
+            except SchemaError as exc:
+                log.error("referee.bad_decision_message", error=str(exc))
+                continue
+            if decision.camera == FUSED:  # its cameras' explanations cover it
+                continue
+            words = await explain.explain_attempt(decision.attempt)
+            out = ExplanationMsg(
+                attempt_id=decision.attempt_id,
+                text=words.text,
+                model=words.model,
+                prompt_hash=words.prompt_hash,
+            )
+            await explanations.send(key=decision.attempt_id.encode(), value=out.dump())
 
     return app
 
 
 def run_referee(bootstrap: str, datadir: Path) -> int:
     configure("referee")
-    asyncio.run(_prepare(bootstrap))
-    app = build_app(bootstrap, datadir)
+    processor = asyncio.run(_prepare(bootstrap))
+    app = build_app(bootstrap, datadir, processor=processor)
     run_worker(app, loglevel="warning")
 
 
-async def _prepare(bootstrap: str) -> None:
+async def _prepare(bootstrap: str) -> RefereeProcessor:
     await wait_for_broker(bootstrap, timeout=10)
     await ensure_topics(bootstrap, ALL_TOPICS)
+    processor = RefereeProcessor()
+    await recover(bootstrap, APP_ID, processor)
+    return processor

@@ -2,19 +2,30 @@
 
 Kept free of Kafka and faust so it can be tested directly; the faust app only moves messages. The core
 it drives is the same :class:`referee.referee.Referee` that ``meetvar judge`` uses.
+
+Attempt ids come from :mod:`stream_processors.attempts` (the meet's attempt, else camera and bottom
+time), and the processor's :class:`~stream_processors.attempts.AttemptLedger` remembers what it has
+emitted: an attempt judged again (a redelivery, a replay into the same pipeline, a rebuilt referee
+after a restart) keeps its id and is not emitted twice, and a camera's frames up to the lockout of
+its last emitted attempt are not judged again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
 from referee.decision import AttemptDecision
-from referee.fusion import PlatformFusion
+from referee.fusion import UNCERTAINTY_FIELDS, PlatformFusion
 from referee.keypoints import PoseFrame
 from referee.referee import Referee
+from stream_processors.attempts import FUSED, AttemptLedger, MeetTimeline
 from stream_processors.schemas import DecisionMsg, PoseMsg, StateMsg
 from stream_processors.topics import camera_key, platform_key
+
+#: A rebuilt referee whose first frame is this close to an attempt's start did not see that start.
+_FIRST_FRAME_SLACK_US = 100_000
 
 
 @dataclass
@@ -22,21 +33,23 @@ class _Stream:
     start_us: int
     referee: Referee
     last_capture_us: int = -1
-
-
-def attempt_id(meet: str, platform: str, camera: str, stream_start_us: int, rep: int) -> str:
-    """Stable per attempt, so a replay or redelivery produces the same id and overwrites, never adds."""
-    return f"{camera_key(meet, platform, camera)}/{stream_start_us}/{rep}"
+    first_us: int | None = None  # capture time of the first frame this referee was fed
+    joined_mid_stream: bool = False  # that frame was not the stream's first: the referee (re)started late
 
 
 class RefereeProcessor:
-    def __init__(self) -> None:
+    def __init__(self, ledger: AttemptLedger | None = None, timeline: MeetTimeline | None = None) -> None:
+        self.ledger = ledger if ledger is not None else AttemptLedger()
+        self.timeline = timeline if timeline is not None else MeetTimeline()
+        self.suppressed = 0  # attempts judged again and not emitted again (already in the ledger)
         self._streams: dict[str, _Stream] = {}
         self._fusion: dict[str, PlatformFusion] = {}
         self._rack_us: dict[str, int] = {}
 
     def handle_state(self, msg: StateMsg) -> None:
-        """The meet software's signals reach every camera's referee on that platform."""
+        """The meet software's signals reach every camera's referee on that platform; who is lifting
+        goes to the timeline that names attempts."""
+        self.timeline.note(msg)
         if msg.command is None:
             return
         platform = platform_key(msg.meet, msg.platform)
@@ -46,6 +59,27 @@ class RefereeProcessor:
             if key.startswith(platform + "/"):
                 stream.referee.command(msg.command, msg.at_us)
 
+    def _new_stream(self, key: str, start_us: int) -> _Stream:
+        last = self.ledger.last_end_us(key)
+        return _Stream(start_us, Referee(origin_us=start_us), -1 if last is None else last)
+
+    def _settle(self, key: str, stream: _Stream, d: AttemptDecision) -> AttemptDecision:
+        """The rep number the stream's emitted attempts leave (a rebuilt referee counts from 1 again),
+        and a note when a rebuilt referee did not see the attempt's start."""
+        changes: dict[str, object] = {"rep": self.ledger.count(key, d.origin_us) + 1}
+        if (
+            stream.joined_mid_stream
+            and stream.first_us is not None
+            and d.start_us <= stream.first_us + _FIRST_FRAME_SLACK_US
+        ):
+            seen_from = d.seconds(stream.first_us)
+            changes["reasons"] = (
+                *d.reasons,
+                f"the referee restarted during this attempt: judged from the frames from {seen_from:.2f} s"
+                " on, without its start",
+            )
+        return dataclasses.replace(d, **changes)  # type: ignore[arg-type]
+
     def handle(self, msg: PoseMsg) -> list[tuple[DecisionMsg, AttemptDecision | None]]:
         """Decisions this message completes: one per camera attempt, plus the platform's fused call
         (camera ``fused``, no AttemptDecision of its own) once every live camera has called it."""
@@ -54,19 +88,27 @@ class RefereeProcessor:
         out: list[AttemptDecision] = []
         if stream is None or stream.start_us != msg.stream_start_us:
             if stream is not None and (last := stream.referee.finish()) is not None:
-                out.append(last)  # the old stream ended without its end marker
-            stream = self._streams[key] = _Stream(msg.stream_start_us, Referee(origin_us=msg.stream_start_us))
+                out.append(self._settle(key, stream, last))  # the old stream ended without its end marker
+            stream = self._streams[key] = self._new_stream(key, msg.stream_start_us)
         if msg.end_of_stream:
             if (last := stream.referee.finish()) is not None:
-                out.append(last)
+                out.append(self._settle(key, stream, last))
             del self._streams[key]
         elif msg.frame is not None:
-            frame = PoseFrame.from_json(msg.frame)
-            # A worker that died mid-chunk makes its successor resend frames: drop what we have seen.
-            if frame.capture_us > stream.last_capture_us:
+            capture_us = int(msg.frame.get("capture_us", -1))
+            if capture_us < 0:
+                # No frame, only the re-measured bottom of a stream that ended right after it.
+                stream.referee.amend(PoseFrame.from_json(msg.frame).refined)
+            # A worker that died mid-chunk makes its successor resend frames, and a restarted referee is
+            # fed again what it judged: drop what this camera has seen (before parsing the pose).
+            elif capture_us > stream.last_capture_us:
+                frame = PoseFrame.from_json(msg.frame)
                 stream.last_capture_us = frame.capture_us
+                if stream.first_us is None:
+                    stream.first_us = frame.capture_us
+                    stream.joined_mid_stream = frame.frame_index > 0
                 if (d := stream.referee.push(frame)) is not None:
-                    out.append(d)
+                    out.append(self._settle(key, stream, d))
         now_us = time.time_ns() // 1000
         platform = platform_key(msg.meet, msg.platform)
 
@@ -76,21 +118,24 @@ class RefereeProcessor:
             ref = rack if rack is not None and rack >= d.bottom_us else d.end_us
             return round((now_us - ref) / 1e3, 1)
 
-        results: list[tuple[DecisionMsg, AttemptDecision | None]] = [
-            (
-                DecisionMsg(
-                    attempt_id=attempt_id(msg.meet, msg.platform, msg.camera, d.origin_us, d.rep),
-                    meet=msg.meet,
-                    platform=msg.platform,
-                    camera=msg.camera,
-                    attempt=d.to_json(),
-                    decided_us=now_us,
-                    rack_to_call_ms=rack_to_call_ms(d),
-                ),
-                d,
+        results: list[tuple[DecisionMsg, AttemptDecision | None]] = []
+        for d in out:
+            in_force = self.timeline.at(msg.meet, msg.platform, d.bottom_us)
+            aid, seen = self.ledger.resolve(msg.meet, msg.platform, msg.camera, d.bottom_us, in_force)
+            if seen:
+                self.suppressed += 1
+                continue
+            decision = DecisionMsg(
+                attempt_id=aid,
+                meet=msg.meet,
+                platform=msg.platform,
+                camera=msg.camera,
+                attempt=d.to_json(),
+                decided_us=now_us,
+                rack_to_call_ms=rack_to_call_ms(d),
             )
-            for d in out
-        ]
+            self.ledger.record(decision)
+            results.append((decision, d))
         live = {k.rsplit("/", 1)[1] for k in self._streams if k.startswith(platform + "/")} | {msg.camera}
         if len(live) > 1 or platform in self._fusion:
             fusion = self._fusion.setdefault(platform, PlatformFusion())
@@ -107,21 +152,29 @@ class RefereeProcessor:
                             "margin_cm": fused["margin_cm"],
                             "margin_thigh": None,
                             "confidence": fused["confidence"],
+                            **{k: fused.get(k) for k in UNCERTAINTY_FIELDS},
                         },
                         "fused": fused,
                     }
-                    results.append(
-                        (
-                            DecisionMsg(
-                                attempt_id=f"{platform}/fused/{carrier.origin_us}/{carrier.rep}",
-                                meet=msg.meet,
-                                platform=msg.platform,
-                                camera="fused",
-                                attempt=attempt,
-                                decided_us=now_us,
-                                rack_to_call_ms=rack_to_call_ms(carrier),
-                            ),
-                            None,
-                        )
+                    aid, seen = self.ledger.resolve(
+                        msg.meet,
+                        msg.platform,
+                        FUSED,
+                        carrier.bottom_us,
+                        self.timeline.at(msg.meet, msg.platform, carrier.bottom_us),
                     )
+                    if seen:
+                        self.suppressed += 1
+                        continue
+                    decision = DecisionMsg(
+                        attempt_id=aid,
+                        meet=msg.meet,
+                        platform=msg.platform,
+                        camera=FUSED,
+                        attempt=attempt,
+                        decided_us=now_us,
+                        rack_to_call_ms=rack_to_call_ms(carrier),
+                    )
+                    self.ledger.record(decision)
+                    results.append((decision, None))
         return results

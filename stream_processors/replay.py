@@ -2,10 +2,11 @@
 
 Every chunk goes out with its archived :class:`ChunkMeta` unchanged — same ``stream_start_us``, same
 ``seq``, same capture times — and the same bytes, so the pose worker sees the same pixels and the
-referee makes the same calls with the same attempt ids (ids derive from the stream start and the rep,
-never from when a message arrived). That is what makes a replay an audit: live and replayed decisions
-must be identical, and since decisions are idempotent per attempt id, replaying into the live
-pipeline overwrites rather than adds.
+referee makes the same calls with the same attempt ids (ids name the meet's attempt or the camera and
+the bottom's capture time, never when a message arrived: :mod:`stream_processors.attempts`). That is
+what makes a replay an audit: live and replayed decisions must be identical; and since the referee
+remembers the attempts it emitted and decisions are idempotent per attempt id, replaying into the live
+pipeline adds nothing.
 
 Order and pace: all cameras interleaved by capture time — a chunk is due when its last frame was
 captured (as it was live), each stream's end-of-stream marker right after its last chunk — paced at

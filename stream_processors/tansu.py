@@ -46,6 +46,7 @@ __all__ = [
     "find_tansu_binary",
     "free_port",
     "kafka_api_versions_ok",
+    "tansu_command",
 ]
 
 DEFAULT_HOST = "127.0.0.1"
@@ -151,6 +152,23 @@ def kafka_api_versions_ok(host: str, port: int, timeout: float = 0.5) -> bool:
     return got_id == correlation_id and error_code == 0
 
 
+def tansu_command(binary: Path, host: str, port: int, storage: str = DEFAULT_STORAGE) -> list[str]:
+    """The broker's command line: listening and advertised on ``host:port``, ``storage`` as its engine
+    (``memory://tansu/``, or ``s3://BUCKET/`` with the AWS_* variables of
+    :attr:`stream_processors.seaweed.SeaweedS3.tansu_env` in its environment)."""
+    url = f"tcp://{host}:{port}"
+    return [
+        str(binary),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        storage,
+    ]
+
+
 _live_brokers: weakref.WeakSet[TansuBroker] = weakref.WeakSet()
 
 
@@ -172,6 +190,7 @@ class TansuBroker:
     :param storage: Tansu ``--storage-engine`` URL, passed through verbatim
         (``memory://tansu/`` by default; ``s3://bucket/`` works with the usual
         AWS_* environment variables, which the child inherits).
+    :param env: variables added to the inherited environment (e.g. the S3 engine's AWS_*).
     :param startup_timeout: seconds to wait for the broker to answer ApiVersions.
     :param stop_grace: seconds between SIGTERM and SIGKILL in :meth:`stop`.
     """
@@ -183,6 +202,7 @@ class TansuBroker:
         *,
         host: str = DEFAULT_HOST,
         storage: str = DEFAULT_STORAGE,
+        env: dict[str, str] | None = None,
         startup_timeout: float = 10.0,
         stop_grace: float = 5.0,
         binary: Path | str | None = None,
@@ -190,6 +210,7 @@ class TansuBroker:
         self.log_dir = Path(log_dir)
         self.host = host
         self.storage = storage
+        self.env = dict(env or {})
         self.startup_timeout = startup_timeout
         self.stop_grace = stop_grace
         self._requested_port = port
@@ -301,20 +322,10 @@ class TansuBroker:
                 f" — stop whatever listens there (`ss -ltnp 'sport = :{port}'` shows it), choose"
                 " another port, or leave the port out to pick a free one"
             )
-        url = f"tcp://{self.host}:{port}"
-        cmd = [
-            str(binary),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            self.storage,
-        ]
+        cmd = tansu_command(binary, self.host, port, self.storage)
         self.log_path = self.log_dir / f"tansu-{port}.log"
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        env = {**os.environ, "NO_COLOR": "1"}  # keep ANSI escapes out of the log file
+        env = {**os.environ, **self.env, "NO_COLOR": "1"}  # keep ANSI escapes out of the log file
         self._proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,

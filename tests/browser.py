@@ -248,7 +248,7 @@ def take_screenshots(out_dir: Path) -> list[Path]:
             live = out_dir / "live.png"
             driver.save_screenshot(str(live))
             lift_id = driver.find_element("css selector", "article.lift").get_attribute("data-lift-id")
-            driver.set_window_size(1280, 1800)
+            driver.set_window_size(1280, 2150)  # the whole replay, plot included
             driver.get(f"{server.url}/#replay/{lift_id}")
             wait_for(
                 driver, lambda d: d.execute_script("return document.body.dataset.replayReady") == lift_id
@@ -310,3 +310,45 @@ def with_verdict(msg: dict[str, Any], verdict: str, camera: str | None = None) -
             "camera sees the lifter from the front or rear (yaw 10°): depth not visible"
         ]
     return out
+
+
+def with_depth(msg: dict[str, Any], **depth: Any) -> dict[str, Any]:
+    """The same attempt with other depth numbers; ``status="undecided"`` with an interval around zero
+    makes it the referee's "too close to call" (verdict undecided, no cards, the referee's reason)."""
+    a = msg["attempt"]
+    out = {**msg, "attempt": {**a, "depth": {**a["depth"], **depth}}}
+    if depth.get("status") == "undecided":
+        d = out["attempt"]["depth"]
+        low, high = d["margin_cm_interval"]
+        out["attempt"].update(
+            verdict="undecided",
+            cards=[],
+            reasons=[f"too close to call: {d['margin_cm']:+.1f} ± {(high - low) / 2:.1f} cm"],
+        )
+    return out
+
+
+def without_uncertainty(msg: dict[str, Any]) -> dict[str, Any]:
+    """The attempt as an older referee sent it: no interval, surface, scale or measurement."""
+    new = ("margin_cm_interval", "uncertainty_thigh", "surface", "scale", "measured")
+    a = msg["attempt"]
+    return {**msg, "attempt": {**a, "depth": {k: v for k, v in a["depth"].items() if k not in new}}}
+
+
+def pose_messages(
+    depths: list[float], camera: str = "side", start_us: int = STREAM_START_US
+) -> list[dict[str, Any]]:
+    """The synthetic poses behind :func:`synthetic_decisions`, as the pose topic carries them."""
+    from tests.synthetic import squat_session
+
+    return [
+        PoseMsg(
+            meet="meet1",
+            platform="platform-A",
+            camera=camera,
+            stream_start_us=start_us,
+            seq=0,
+            frame=f.to_json(),
+        ).model_dump(mode="json")
+        for f in squat_session(depths, start_us=start_us)
+    ]

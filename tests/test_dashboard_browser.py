@@ -7,6 +7,7 @@ poses) draws, at the video's current time, the skeleton of exactly the frame on 
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 
 from dashboard.feed import FeedTopics, kafka_feed
 from dashboard.replay import StoreChunkSource
@@ -24,7 +26,19 @@ from stream_processors.kafka import ensure_topics, make_producer
 from stream_processors.object_store import LocalObjectStore
 from stream_processors.schemas import DecisionMsg, StateMsg
 from stream_processors.tansu import TansuBroker
-from tests.browser import LiveServer, RealClip, chromium, login, real_clip, synthetic_decisions, wait_for
+from tests.browser import (
+    STREAM_START_US,
+    LiveServer,
+    RealClip,
+    chromium,
+    login,
+    pose_messages,
+    real_clip,
+    synthetic_decisions,
+    wait_for,
+    with_depth,
+    without_uncertainty,
+)
 from tests.test_dashboard import PASSWORD, new_state
 
 pytestmark = pytest.mark.integration
@@ -157,7 +171,9 @@ def test_a_decision_on_the_real_broker_reaches_the_page_live(driver: WebDriver, 
             latencies.append(time.perf_counter() - sent)
         card = driver.find_element("css selector", "article.lift")  # newest first
         assert card.find_element("css selector", "[data-role=verdict]").text in ("GOOD LIFT", "NO LIFT")
-        assert card.find_element("css selector", "[data-role=margin]").text.endswith("cm")
+        # "+16.8 cm", and with the referee's uncertainty interval "+16.8 cm (+13.6…+20.1)"
+        margin = card.find_element("css selector", "[data-role=margin]").text
+        assert re.fullmatch(r"[+−]?\d+\.\d cm( \([+−]?\d+\.\d…[+−]?\d+\.\d\))?", margin), margin
         assert card.find_element("css selector", "[data-role=rack-to-call]").text.endswith(" s")
     median = sorted(latencies)[len(latencies) // 2]
     print(
@@ -220,6 +236,131 @@ def test_a_lifter_files_an_appeal_and_the_jury_reverses_the_split_decision(drive
     actions = [(e["actor"], e["action"]) for e in state.audit.entries()]
     assert ("lifter", "appeal_filed") in actions and ("jury", "appeal_decided") in actions
     assert state.audit.verify().ok
+
+
+def test_a_call_too_close_to_call_is_referred_to_the_referees_with_its_interval(driver: WebDriver) -> None:
+    """Undecided because the margin's interval contains zero: "Refer to the referees" with the interval,
+    on the live card and in the replay, whose plot draws the interval across the zero line. A decided
+    call shows its interval too, and an older decision without one reads as before."""
+    state = new_state()
+    state.auth.create_user("viewer", "viewer", PASSWORD)
+    starts = {
+        "close": STREAM_START_US,
+        "clear": STREAM_START_US + 100_000_000,
+        "old": STREAM_START_US + 200_000_000,
+    }
+    real = {k: synthetic_decisions([1.3], start_us=t)[0] for k, t in starts.items()}
+    method = {"surface": "joint centres + fitted offset 0.15 thigh", "scale": "plate"}
+    msgs = {
+        "close": with_depth(
+            real["close"],
+            status="undecided",
+            margin_cm=0.4,
+            margin_thigh=0.0095,
+            confidence=0.64,
+            margin_cm_interval=[-0.7, 1.5],
+            **method,
+        ),
+        "clear": with_depth(real["clear"], margin_cm=18.9, margin_cm_interval=[15.6, 22.2], confidence=0.99),
+        "old": without_uncertainty(with_depth(real["old"], margin_cm=18.9, confidence=1.0)),
+    }
+    assert msgs["close"]["attempt"]["reasons"] == ["too close to call: +0.4 ± 1.1 cm"]
+    with LiveServer(state) as server:
+        for key, msg in msgs.items():  # each attempt's poses, then its call (the pose ring keeps seconds)
+            for p in pose_messages([1.3], start_us=starts[key]):
+                server.call(state.on_pose, p)
+            server.call(state.on_decision, msg)
+        ids = {
+            key: str(
+                next(
+                    lift["id"]
+                    for lift in state.store.lifts()
+                    if lift["cameras"][0]["attempt_id"] == m["attempt_id"]
+                )
+            )
+            for key, m in msgs.items()
+        }
+        login(driver, server.url, "viewer", PASSWORD)
+
+        def find_card(lift_id: str) -> WebElement:
+            found: WebElement = wait_for(
+                driver, lambda d: d.find_element("css selector", f"article.lift[data-lift-id='{lift_id}']")
+            )
+            return found
+
+        card = {key: find_card(i) for key, i in ids.items()}
+
+        close = card["close"]
+        refer = close.find_element("css selector", "[data-role=refer]")
+        assert refer.find_element("css selector", "strong").text == "Refer to the referees"
+        assert "too close to call: +0.4 ± 1.1 cm" in refer.text
+        assert "(−0.7…+1.5) cm" in refer.text
+        assert "error" not in (refer.get_attribute("class") or "") and not close.find_elements(
+            "css selector", ".error:not(:empty)"
+        )
+        assert not close.find_elements(
+            "css selector", "[data-role=undecided-reason]"
+        )  # not the "no call" line
+        assert close.find_element("css selector", "[data-role=verdict]").text == "REFER"
+        assert close.find_element("css selector", "[data-role=margin]").text == "+0.4 cm (−0.7…+1.5)"
+        assert close.find_element("css selector", "[data-role=cam-margin]").text == "+0.4 cm (−0.7…+1.5)"
+        small = close.find_element("css selector", "[data-role=method]").text
+        assert method["surface"] in small and "scale: plate" in small
+
+        clear = card["clear"]
+        assert not clear.find_elements("css selector", "[data-role=refer]")
+        assert clear.find_element("css selector", "[data-role=verdict]").text == "GOOD LIFT"
+        assert clear.find_element("css selector", "[data-role=margin]").text == "+18.9 cm (+15.6…+22.2)"
+        assert "scale:" in clear.find_element("css selector", "[data-role=method]").text
+
+        old = card["old"]
+        assert old.find_element("css selector", "[data-role=margin]").text == "+18.9 cm"
+        assert not old.find_elements("css selector", "[data-role=refer], [data-role=method]")
+
+        def open_replay(lift_id: str) -> None:
+            driver.get(f"{server.url}/#replay/{lift_id}")
+            wait_for(
+                driver, lambda d: d.execute_script("return document.body.dataset.replayReady") == lift_id
+            )
+
+        def interval_vs_zero() -> list[dict[str, Any]]:
+            """Each interval drawn on the plot (on the curve, and magnified), against its zero line."""
+            geometry: list[dict[str, Any]] = driver.execute_script(
+                """const zero = (g) => Number((g.closest('#plot-inset') || document)
+                       .querySelector('line.zero').getAttribute('y1'));
+                   return [...document.querySelectorAll('#plot .plot-interval, #plot .plot-interval-main')]
+                     .map((g) => { const r = g.querySelector('rect');
+                       const top = Number(r.getAttribute('y'));
+                       const bottom = top + Number(r.getAttribute('height'));
+                       return {cls: g.getAttribute('class'), cross: g.dataset.crossesZero, top, bottom,
+                               zero: zero(g), bar: g.querySelectorAll('line.plot-interval-bar').length,
+                               curve: document.querySelectorAll('#plot polyline').length}; });"""
+            )
+            return geometry
+
+        open_replay(ids["close"])
+        pane = driver.find_element("css selector", ".pane")
+        assert pane.find_element("css selector", "[data-role=pane-verdict]").text == "Refer to the referees"
+        assert pane.find_element("css selector", "[data-role=pane-margin]").text == "+0.4 cm (−0.7…+1.5)"
+        assert "too close to call: +0.4 ± 1.1 cm" in pane.text
+        assert "Refer to the referees" in driver.find_element("id", "replay-summary").text
+        marks = interval_vs_zero()
+        assert sorted(g["cls"] for g in marks) == ["plot-interval", "plot-interval-main"]
+        for g in marks:
+            assert g["cross"] == "1" and g["bar"] == 1 and g["curve"] == 1, g
+            assert g["top"] < g["zero"] < g["bottom"], g  # the band is drawn across its zero line
+
+        open_replay(ids["clear"])
+        assert "(+15.6…+22.2)" in driver.find_element("id", "replay-summary").text
+        marks = interval_vs_zero()
+        assert len(marks) == 2
+        for g in marks:
+            assert g["cross"] == "0" and g["bottom"] < g["zero"], g  # wholly above the line: below parallel
+
+        open_replay(ids["old"])
+        assert interval_vs_zero() == []
+        assert driver.find_elements("css selector", "#plot polyline, #plot-zero")  # the plot as before
+        assert driver.find_element("css selector", "[data-role=pane-margin]").text == "+18.9 cm"
 
 
 def _replay_decision(clip: RealClip) -> dict[str, Any]:

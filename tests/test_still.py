@@ -102,6 +102,7 @@ def test_calls_match_judging_every_frame(monkeypatch: pytest.MonkeyPatch) -> Non
     full = judge_video(CLIP, config=RefereeConfig())
     assert len(fast["attempts"]) == len(full["attempts"]) == 2
     for a, b in zip(fast["attempts"], full["attempts"], strict=True):  # type: ignore[call-overload]
-        assert a["depth"]["status"] == b["depth"]["status"] == "below"
-        assert abs(a["bottom_s"] - b["bottom_s"]) < 0.05
+        assert a["depth"]["status"] == b["depth"]["status"]
+        # The bottom is the deepest re-measured frame (every other frame near the bottom): ±2 frames.
+        assert abs(a["bottom_s"] - b["bottom_s"]) < 0.1
         assert abs(a["depth"]["margin_cm"] - b["depth"]["margin_cm"]) < 0.5

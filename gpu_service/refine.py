@@ -70,6 +70,9 @@ class RefineSettings:
     """A dip starts where the knee-over-hip height (thigh lengths, centres, per frame) rises above this:
     the thigh is within ~35° of level. Shallower frames cannot decide depth."""
     variants: tuple[Variant, ...] = DEFAULT_VARIANTS
+    heavy_frames: int = 3
+    """How many of the re-measured frames, the middle ones, also get the heavy variants (~55 ms each on
+    one CPU thread against ~11 ms for full): ``meetvar judge`` must stay fast."""
     enabled: bool = True
 
 

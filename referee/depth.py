@@ -249,7 +249,9 @@ def _ensemble_bottom(
     crop_se = float(np.median([r[1] for r in deepest]))
     scatter = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
     spread = float(np.hypot(crop_se, scatter))
-    bottom = deepest[0]
+    # The bottom is the middle (in time) of the deepest frames: on a plateau the single deepest frame
+    # is a coin toss between its ends.
+    bottom = sorted(deepest, key=lambda r: r[2])[len(deepest) // 2]
     return margin, spread, bottom[2], bottom[3], bottom[4], len(found)
 
 

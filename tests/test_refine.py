@@ -112,7 +112,7 @@ def test_flip_outputs_swaps_sides_and_mirrors_x() -> None:
 @pytest.fixture(scope="module")
 def bottom_frames() -> list[tuple[int, int, object]]:
     """Frames 250–345 of the bundled clip: its first rep's bottom is at frame ~315."""
-    out = []
+    out: list[tuple[int, int, object]] = []
     with frames_for_pose(Path(bundled_clip())) as frames:
         for index, capture_us, planes in frames:
             if index >= 250:
@@ -152,3 +152,16 @@ def test_the_tracker_remeasures_the_real_bottom(bottom_frames: list[tuple[int, i
         assert float(np.max(np.abs(first.keypoints[joints, :2] - r.keypoints[joints, :2]))) < 25.0
     assert 300 <= int(np.median([r.frame_index for _, r in carried])) <= 330
     assert tracker.refine_runs >= 4 * len(carried)
+
+
+def test_a_later_start_drops_frames_but_keeps_capture_times() -> None:
+    """``evaluate --repeat``: the clip as if the camera had started two frames later."""
+    from meetvar.judge import poses_from_file
+
+    clip = Path(bundled_clip())
+    with frames_for_pose(clip) as frames:
+        times = [t for _, (_, t, _) in zip(range(3), frames, strict=False)]
+    later = poses_from_file(clip, skip_frames=2)
+    first = next(later)
+    later.close()  # type: ignore[attr-defined]
+    assert first.capture_us == times[2] and first.frame_index == 0

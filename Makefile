@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 
 MP_VENV := .venv-mediapipe
 MMPOSE_VENV := .venv-mmpose
+CHECKOV_VENV := .venv-checkov
 
-.PHONY: demo test lint system-deps bench-deps
+.PHONY: demo test lint system-deps bench-deps deploy-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,5 +39,12 @@ $(MMPOSE_VENV)/.installed: deploy/mmpose/make_venv.sh
 	PYTHON=$(PYTHON) deploy/mmpose/make_venv.sh $(MMPOSE_VENV)
 	touch $@
 
-test: lint system-deps bench-deps
+# checkov pins many packages of its own (boto3, pydantic, …): its own venv, used by tests/test_deploy.py.
+deploy-deps: $(CHECKOV_VENV)/.installed
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov==3.3.30
+	touch $@
+
+test: lint system-deps bench-deps deploy-deps
 	$(BIN)/pytest -q

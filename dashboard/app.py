@@ -42,9 +42,18 @@ from dashboard.auth import (
     AuthError,
     User,
 )
+from dashboard.hub import SLOW_CLIENT_CLOSE, SLOW_CLIENT_REASON
 from dashboard.replay import PAD_US, Clip, ReplayError, archived_chunks, remux_clip, replay_payload
 from dashboard.state import DashboardState
 from dashboard.store import StoreError, lifts_csv
+from meetvar.metrics import (
+    BROKER_UP,
+    CONTENT_TYPE_LATEST,
+    ERRORS,
+    WS_CLIENTS,
+    WS_SLOW_CLOSED,
+    exposition,
+)
 from meetvar.supervisor import supervisor_services
 
 __all__ = ["DashboardState", "Feed", "create_app"]
@@ -153,9 +162,21 @@ def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequenc
     AppealReader = Annotated[User, Depends(auth.require(APPELLANTS | {JURY, ORGANIZER}))]
     Auditor = Annotated[User, Depends(auth.require({ORGANIZER, JURY}))]
 
+    @app.exception_handler(OverflowError)
+    async def number_out_of_range(request: Request, exc: OverflowError) -> JSONResponse:
+        # An id or count beyond the database's 64-bit integers (found by schemathesis): the client's
+        # mistake, said plainly, not a 500.
+        return JSONResponse({"detail": f"a number in the request is out of range: {exc}"}, status_code=422)
+
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
+        try:
+            response: Response = await call_next(request)
+        except Exception:
+            ERRORS.labels(service="dashboard", kind="http_500").inc()
+            raise
+        if response.status_code >= 500:
+            ERRORS.labels(service="dashboard", kind=f"http_{response.status_code}").inc()
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
@@ -230,6 +251,17 @@ def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequenc
     async def health() -> dict[str, Any]:
         # services: state and restart count of each, when run under `meetvar demo`'s supervisor (else null)
         return {"ok": state.feed_error is None, "services": supervisor_services()}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, bool]:
+        """Liveness: the process answers HTTP (readiness, with the broker and services, is /api/health)."""
+        return {"ok": True}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus text format: decisions, errors, WebSocket clients, pose lag, service restarts."""
+        BROKER_UP.labels(service="dashboard").set(0.0 if state.feed_error else 1.0)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     # --- everyone signed in (viewers included) ------------------------------------------------------
 
@@ -508,18 +540,45 @@ def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequenc
             return
         await socket.accept()
         q = state.hub.subscribe()
+        WS_CLIENTS.inc()
         try:
             last = await _catch_up(socket, since)
-            while True:
-                event = await q.get()
-                seq = event.get("seq")
-                if seq is not None and seq <= last:
-                    continue  # already sent in the snapshot or backlog
-                await socket.send_json(event)
+            # A client that falls behind (its queue overflowed) is closed with SLOW_CLIENT_CLOSE, not left
+            # silently without events: its page reconnects with ?since=<last seq> and catches up.
+            pump = asyncio.ensure_future(_pump(socket, q, last))
+            dropped = asyncio.ensure_future(q.overflowed.wait())
+            gone = asyncio.ensure_future(_until_disconnected(socket))
+            tasks = {pump, dropped, gone}
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, Exception):
+                        await task
+            if dropped in done and gone not in done:
+                WS_SLOW_CLOSED.inc()
+                with contextlib.suppress(Exception):
+                    await socket.close(code=SLOW_CLIENT_CLOSE, reason=SLOW_CLIENT_REASON)
         except WebSocketDisconnect:
             pass
         finally:
             state.hub.unsubscribe(q)
+            WS_CLIENTS.dec()
+
+    async def _until_disconnected(socket: WebSocket) -> None:
+        """The page sends nothing we need; reading notices its going at once, not at the next event."""
+        while (await socket.receive())["type"] != "websocket.disconnect":
+            pass
+
+    async def _pump(socket: WebSocket, q: asyncio.Queue[dict[str, Any]], last: int) -> None:
+        while True:
+            event = await q.get()
+            seq = event.get("seq")
+            if seq is not None and seq <= last:
+                continue  # already sent in the snapshot or backlog
+            await socket.send_json(event)
 
     async def _catch_up(socket: WebSocket, since: int | None) -> int:
         """A page that (re)connects with its cursor gets exactly the events it missed; a new page, or

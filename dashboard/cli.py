@@ -12,6 +12,7 @@ import getpass
 import sys
 
 from meetvar.errors import UserError
+from meetvar.settings import env_option
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,22 +27,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=ROLES)
     add.add_argument("--lifter", help="for a lifter or coach account: the lifter's name as the meet has it")
-    add.add_argument("--db", required=True, help="the dashboard's database (SQLite file or SQLAlchemy URL)")
+    env_option(
+        add,
+        "--db",
+        env="MEETVAR_DB",
+        required=True,
+        help="the dashboard's database (SQLite file or SQLAlchemy URL)",
+    )
     add.set_defaults(func=cmd_users_add)
 
     ls = users_sub.add_parser("list", help="list active accounts")
-    ls.add_argument("--db", required=True)
+    env_option(ls, "--db", env="MEETVAR_DB", required=True, help="the dashboard's database")
     ls.set_defaults(func=cmd_users_list)
 
     dis = users_sub.add_parser("disable", help="disable an account and end its sessions")
     dis.add_argument("name")
-    dis.add_argument("--db", required=True)
+    env_option(dis, "--db", env="MEETVAR_DB", required=True, help="the dashboard's database")
     dis.set_defaults(func=cmd_users_disable)
 
     link = users_sub.add_parser("login-link", help="print a one-time login link for an account (valid 1 h)")
     link.add_argument("name")
-    link.add_argument("--db", required=True)
-    link.add_argument("--url", default="http://127.0.0.1:8000", help="the dashboard's address")
+    env_option(link, "--db", env="MEETVAR_DB", required=True, help="the dashboard's database")
+    env_option(
+        link,
+        "--url",
+        env="MEETVAR_PUBLIC_URL",
+        default="http://127.0.0.1:8000",
+        help="the dashboard's address",
+    )
     link.set_defaults(func=cmd_users_login_link)
 
 

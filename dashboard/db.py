@@ -228,6 +228,16 @@ _SQLITE_APPEND_ONLY = (
     "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
 )
 
+# The same guard on PostgreSQL: a trigger function that refuses UPDATE and DELETE on the audit table.
+_POSTGRES_APPEND_ONLY = (
+    "CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
+    "DROP TRIGGER IF EXISTS audit_no_update ON audit",
+    "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+    "DROP TRIGGER IF EXISTS audit_no_delete ON audit",
+    "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+)
+
 
 def database_url(target: str | Path) -> str:
     """A SQLAlchemy URL from what the CLI got: a URL passes through, a path becomes a SQLite file."""
@@ -264,4 +274,8 @@ def make_engine(target: str | Path) -> Engine:
         with engine.begin() as conn:
             for stmt in _SQLITE_APPEND_ONLY:
                 conn.execute(text(stmt))
+    elif engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            for stmt in _POSTGRES_APPEND_ONLY:
+                conn.exec_driver_sql(stmt)
     return engine

@@ -21,6 +21,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from dashboard.state import DashboardState
+from meetvar.metrics import BROKER_UP, DECISION_COUNT, ERRORS, observe_pose_lag
 from stream_processors.kafka import make_consumer, make_producer
 from stream_processors.schemas import DecisionMsg, ExplanationMsg, PoseMsg, SchemaError, StateMsg
 from stream_processors.topics import AUDIT, DECISIONS, EXPLANATIONS, MEET_STATE, POSES
@@ -68,6 +69,7 @@ async def _consume(
         try:
             await consumer.start()
             state.feed_error = None
+            BROKER_UP.labels(service="dashboard").set(1.0)
             last_commit = time.monotonic()
             async for record in consumer:
                 dispatch(state, record.topic, record.value or b"", t)
@@ -78,6 +80,8 @@ async def _consume(
             raise
         except Exception as exc:  # the broker went away: show it, and keep trying
             state.feed_error = f"lost the broker at {bootstrap}: {exc}"
+            BROKER_UP.labels(service="dashboard").set(0.0)
+            ERRORS.labels(service="dashboard", kind="broker_lost").inc()
             log.error("dashboard.feed_error", error=str(exc))
             await asyncio.sleep(2.0)
         finally:
@@ -90,15 +94,22 @@ def dispatch(state: DashboardState, topic: str, value: bytes, t: FeedTopics | No
     t = t or FeedTopics()
     try:
         if topic == t.decisions:
-            state.on_decision(DecisionMsg.parse(value).model_dump(mode="json"))
+            decision = DecisionMsg.parse(value)
+            state.on_decision(decision.model_dump(mode="json"))
+            if decision.camera != "fused":
+                verdict = str(decision.attempt.get("verdict", "undecided"))
+                DECISION_COUNT.labels(service="dashboard", verdict=verdict).inc()
         elif topic == t.explanations:
             state.on_explanation(ExplanationMsg.parse(value).model_dump(mode="json"))
         elif topic == t.state:
             state.on_state(StateMsg.parse(value).model_dump(mode="json"))
         elif topic == t.poses:
-            state.on_pose(PoseMsg.parse(value).model_dump(mode="json"))
+            pose = PoseMsg.parse(value)
+            observe_pose_lag(pose, "dashboard")
+            state.on_pose(pose.model_dump(mode="json"))
     except SchemaError as exc:
         log.error("dashboard.bad_message", topic=topic, error=str(exc))
+        ERRORS.labels(service="dashboard", kind="bad_message").inc()
 
 
 class AuditPublisher:

@@ -160,6 +160,14 @@ class DashboardState:
         self.publish({"type": "explanation", **msg})
 
     def on_state(self, msg: dict[str, Any]) -> None:
+        if msg.get("official"):
+            # An attempt's official lights from the meet software: onto its lift (or kept in the events
+            # log for the lift to take when its first call arrives), not the platform's current state.
+            lift_id = self.store.set_official(msg)
+            self.publish({"type": "official", **msg, "lift_id": lift_id})
+            if lift_id is not None:
+                self.publish_lift(lift_id)
+            return
         self.store.set_state(msg)
         self.publish({"type": "state", **msg})
 

@@ -91,6 +91,10 @@ class DashboardStore:
                 )
                 assert res.inserted_primary_key is not None
                 lift_id = int(res.inserted_primary_key[0])
+                # The meet software's lights may have come before the first camera's call.
+                official = self._official_for(conn, msg["meet"], msg["platform"], ctx)
+                if official is not None:
+                    self._put_official(conn, lift_id, official)
             conn.execute(
                 insert(db.attempts).values(
                     attempt_id=msg["attempt_id"],
@@ -132,7 +136,7 @@ class DashboardStore:
                 .mappings()
                 .first()
             )
-        return None if r is None else self._attempt_item(r)
+            return None if r is None else self._with_meet_attempt(conn, [self._attempt_item(r)])[0]
 
     @staticmethod
     def _attempt_item(r: Any) -> dict[str, Any]:
@@ -147,7 +151,38 @@ class DashboardStore:
             rows = conn.execute(
                 select(db.attempts).order_by(db.attempts.c.decided_us.desc()).limit(limit)
             ).mappings()
-            return [self._attempt_item(r) for r in rows]
+            return self._with_meet_attempt(conn, [self._attempt_item(r) for r in rows])
+
+    @staticmethod
+    def _with_meet_attempt(conn: Any, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each item with the meet's attempt its lift is (``lifter``, ``lift``, ``attempt_number``,
+        ``weight_kg``, from ``meet.state``) and, once known, its ``official`` lights and result."""
+        ids = sorted({item["lift_id"] for item in items})
+        if not ids:
+            return items
+        lifts = {int(r.id): r for r in conn.execute(select(db.lifts).where(db.lifts.c.id.in_(ids))).all()}
+        lights = {
+            int(r["lift_id"]): dict(r)
+            for r in conn.execute(select(db.lights).where(db.lights.c.lift_id.in_(ids))).mappings()
+        }
+        for item in items:
+            lift = lifts.get(item["lift_id"])
+            item["lifter"] = None if lift is None else lift.lifter
+            item["lift"] = None if lift is None else lift.lift_name
+            item["attempt_number"] = (
+                None if lift is None or lift.attempt_number is None else int(lift.attempt_number)
+            )
+            item["weight_kg"] = None if lift is None or lift.weight_kg is None else float(lift.weight_kg)
+            given = lights.get(item["lift_id"])
+            item["official"] = (
+                None
+                if given is None
+                else {
+                    "lights": {k: given.get(k) for k in ("left", "head", "right")},
+                    "result": lights_majority(given),
+                }
+            )
+        return items
 
     # --- lifts ------------------------------------------------------------------------------------
 
@@ -254,6 +289,64 @@ class DashboardStore:
                 conn.execute(
                     insert(db.platforms).values(meet=msg["meet"], name=msg["platform"], state=json.dumps(msg))
                 )
+
+    def set_official(self, msg: dict[str, Any]) -> int | None:
+        """The meet software's official lights (``meet.state`` with ``official``) onto the lift of the
+        attempt it names. None when no lift of that attempt is on record yet: the lift takes them when
+        its first call arrives (the message is kept in the events log, see :meth:`_official_for`)."""
+        if not msg.get("official") or not msg.get("lifter"):
+            return None
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(db.lifts.c.id)
+                .where(db.lifts.c.meet == msg["meet"], db.lifts.c.platform == msg["platform"])
+                .where(db.lifts.c.lifter == msg["lifter"], db.lifts.c.lift_name == msg.get("lift"))
+                .where(db.lifts.c.attempt_number == msg.get("attempt_number"))
+                .order_by(db.lifts.c.bottom_us.desc())
+            ).first()
+            if row is None:
+                return None
+            self._put_official(conn, int(row.id), msg)
+            return int(row.id)
+
+    @staticmethod
+    def _put_official(conn: Any, lift_id: int, msg: dict[str, Any]) -> None:
+        given = msg["official"]["lights"]
+        values = {
+            k: given.get(k) if given.get(k) in ("good", "bad") else None for k in ("left", "head", "right")
+        }
+        by = msg["official"].get("source") or "meet software"
+        conn.execute(delete(db.lights).where(db.lights.c.lift_id == lift_id))
+        conn.execute(insert(db.lights).values(lift_id=lift_id, entered_by=by, entered_us=now_us(), **values))
+
+    @staticmethod
+    def _official_for(conn: Any, meet: str, platform: str, ctx: dict[str, Any]) -> dict[str, Any] | None:
+        """The latest official result the meet software gave for the attempt ``ctx`` names, if any."""
+        if not ctx.get("lifter"):
+            return None
+        rows = conn.execute(
+            select(db.events.c.payload)
+            .where(db.events.c.type == "official")
+            .order_by(db.events.c.seq.desc())
+            .limit(200)
+        ).all()
+        for r in rows:
+            s = json.loads(r.payload)
+            if (
+                s.get("meet"),
+                s.get("platform"),
+                s.get("lifter"),
+                s.get("lift"),
+                s.get("attempt_number"),
+            ) == (
+                meet,
+                platform,
+                ctx.get("lifter"),
+                ctx.get("lift"),
+                ctx.get("attempt_number"),
+            ):
+                return s
+        return None
 
     def states(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -30,6 +30,7 @@ from gpu_service.blazepose import LANDMARK, BlazePoseTracker, PendingPose, model
 from gpu_service.pose_input import decode_for_pose
 from ingest.chunk_decoder import Yuv420
 from ingest.errors import ChunkDecodeError
+from meetvar.metrics import ERRORS, FRAMES, POSE_LATENCY
 from referee.keypoints import PoseFrame
 from stream_processors.object_store import ObjectStore, ObjectStoreError
 from stream_processors.schemas import ChunkMeta, PoseMsg, SchemaError, unpack_chunk
@@ -205,6 +206,7 @@ async def run(
                 meta, data = unpack_chunk(record.value or b"")
             except SchemaError as exc:
                 log.error("pose.chunk_skipped", key=key, offset=record.offset, error=str(exc))
+                ERRORS.labels(service="pose", kind="bad_message").inc()
                 continue
             good.append((record, (key, meta, data)))
         results = await loop.run_in_executor(None, worker.poses_for_chunks, [g for _, g in good])
@@ -212,9 +214,14 @@ async def run(
             if isinstance(msgs, Exception):
                 # Bad input loses only itself: the chunk is logged as a gap and the stream goes on.
                 log.error("pose.chunk_skipped", key=key, offset=record.offset, error=str(msgs))
+                ERRORS.labels(service="pose", kind="chunk_skipped").inc()
                 continue
             for msg in msgs:
                 await producer.send(POSES, msg.dump(), key=record.key)
+                if msg.frame is not None:
+                    POSE_LATENCY.observe(msg.latency_ms / 1e3)
+            if msgs:
+                FRAMES.labels(camera=key, stage="pose").inc(sum(m.frame is not None for m in msgs))
             log.debug("pose.chunk_done", key=key, seq=meta.seq, frames=len(msgs))
         await producer.flush()
         await consumer.commit()

@@ -7,6 +7,7 @@ an idempotent producer, so a chunk is never silently dropped: judging never lose
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from ingest.chunker import Chunk
 from ingest.normalize import chunks_from_file
 from ingest.pacing import paced
+from meetvar.metrics import FRAMES
 from stream_processors.object_store import ObjectStore
 from stream_processors.schemas import ChunkMeta, pack_chunk
 from stream_processors.topics import VIDEO_CHUNKS, camera_key
@@ -92,7 +94,9 @@ class ChunkSink:
         data = chunk.data
         ref = None
         if len(data) > self.inline_limit:
-            ref = self.store.put(f"{self.camera.key}/{self.start_us}/{chunk.seq:08d}.ts", data)
+            # On a worker thread: an S3 PUT across the venue network must not stall the event loop.
+            key = f"{self.camera.key}/{self.start_us}/{chunk.seq:08d}.ts"
+            ref = await asyncio.to_thread(self.store.put, key, data)
             data = b""
             self.stats.by_reference += 1
         meta = ChunkMeta(
@@ -112,6 +116,7 @@ class ChunkSink:
         self.stats.chunks += 1
         self.stats.frames += chunk.frame_count
         self.stats.bytes += len(chunk.data)
+        FRAMES.labels(camera=self.camera.key, stage="ingest").inc(chunk.frame_count)
         return meta
 
     async def end(self) -> None:

@@ -51,6 +51,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import SessionDescription
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
@@ -326,6 +327,7 @@ class WhipService:
             if pc.connectionState == "failed":
                 session.tasks.append(asyncio.create_task(self.end(session, "ICE connection failed")))
 
+        _check_offer(offer_sdp)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except Exception as exc:  # aiortc raises whatever its parser trips on
@@ -499,6 +501,24 @@ def whip_app(service: WhipService) -> FastAPI:
     app = FastAPI(title="meetvar WHIP ingest")
     app.include_router(service.router())
     return app
+
+
+def _check_offer(offer_sdp: str) -> None:
+    """What aiortc accepts but then fails on in a background task after the 201 (found by fuzzing,
+    meetvar/fuzz.py): media without a DTLS fingerprint or ICE credentials. Refuse those with a 400."""
+    try:
+        parsed = SessionDescription.parse(offer_sdp)
+    except Exception as exc:
+        raise BadOffer(f"the SDP offer cannot be parsed: {exc or type(exc).__name__}") from exc
+    for media in parsed.media:
+        if media.kind not in ("audio", "video"):
+            continue
+        if media.dtls is None or not media.dtls.fingerprints:
+            raise BadOffer(f"the SDP offer's {media.kind} section has no DTLS fingerprint (a=fingerprint)")
+        if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
+            raise BadOffer(
+                f"the SDP offer's {media.kind} section has no ICE credentials (a=ice-ufrag, a=ice-pwd)"
+            )
 
 
 def _page_csp(html: str) -> str:

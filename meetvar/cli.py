@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from meetvar.errors import UserError
+from meetvar.settings import env_option, split_list
 
 DEFAULT_CAMERA = "demo/platform-1/side"
 
@@ -27,6 +28,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "meetvar.cmd_camera",
     "meetvar.cmd_bench",
     "gpu_service.rtmpose_export",
+    "meetvar.cmd_meetsoftware",
+    "meetvar.cmd_metrics",  # last: adds --metrics-port to the services registered before it
 )
 
 
@@ -166,7 +169,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     return asyncio.run(
         run_ingest(
-            args.broker, _existing_video(args.video), args.camera, Path(args.store), args.loop, args.speed
+            args.broker,
+            _existing_video(args.video),
+            _camera_id(args.camera),
+            args.store,
+            args.loop,
+            args.speed,
         )
     )
 
@@ -177,7 +185,7 @@ def cmd_pose_worker(args: argparse.Namespace) -> int:
     return asyncio.run(
         run_pose_worker(
             args.broker,
-            Path(args.store),
+            args.store,
             args.threads,
             backend=args.backend,
             precision=args.precision,
@@ -203,6 +211,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         archive=args.store,
         anonymous_viewer=args.anonymous_viewer,
         public_url=args.public_url,
+        allowed_origins=split_list(args.allowed_origins),
     )
 
 
@@ -255,42 +264,88 @@ def build_parser() -> argparse.ArgumentParser:
 
     ing = sub.add_parser("ingest", help="stream a video file into video.chunks as one camera")
     ing.add_argument("video")
-    ing.add_argument("--broker", required=True)
-    ing.add_argument("--camera", default=DEFAULT_CAMERA)
-    ing.add_argument("--store", required=True, help="object-store folder for chunks above the inline limit")
+    env_option(ing, "--broker", env="MEETVAR_BROKER", required=True, help="Kafka bootstrap HOST:PORT")
+    env_option(ing, "--camera", env="MEETVAR_CAMERA", default=DEFAULT_CAMERA, help="meet/platform/camera")
+    env_option(
+        ing,
+        "--store",
+        env="MEETVAR_STORE",
+        required=True,
+        help="object store for chunks above the inline limit: folder or s3://bucket[/prefix]?endpoint=URL",
+    )
     ing.add_argument("--loop", action="store_true")
     ing.add_argument("--speed", type=float, default=1.0)
     ing.set_defaults(func=cmd_ingest)
 
     pw = sub.add_parser("pose-worker", help="consume video.chunks, produce poses")
-    pw.add_argument("--broker", required=True)
-    pw.add_argument("--store", required=True)
-    pw.add_argument("--threads", type=int, default=1, help="CPU threads of the pose model (ONNX Runtime)")
-    pw.add_argument(
+    env_option(pw, "--broker", env="MEETVAR_BROKER", required=True, help="Kafka bootstrap HOST:PORT")
+    env_option(
+        pw, "--store", env="MEETVAR_STORE", required=True, help="where ingest's claim checks are: folder or s3://"
+    )
+    env_option(
+        pw,
+        "--threads",
+        env="MEETVAR_POSE_THREADS",
+        type=int,
+        default=1,
+        help="CPU threads of the pose model (ONNX Runtime)",
+    )
+    env_option(
+        pw,
         "--backend",
+        env="MEETVAR_POSE_BACKEND",
         default="onnxruntime",
         choices=["onnxruntime", "ort", "torch", "tensorrt", "trt"],
         help="onnxruntime (CPU, default), torch (CUDA when there is one) or tensorrt (needs the gpu extra)",
     )
-    pw.add_argument("--precision", default="fp32", choices=["fp32", "fp16"], help="fp16: GPU backends only")
+    env_option(
+        pw,
+        "--precision",
+        env="MEETVAR_POSE_PRECISION",
+        default="fp32",
+        choices=["fp32", "fp16"],
+        help="fp16: GPU backends only",
+    )
     pw.add_argument("--every-frame", action="store_true", help=_EVERY_FRAME_HELP)
     pw.set_defaults(func=cmd_pose_worker)
 
     ref = sub.add_parser("referee", help="the faust app that judges poses into decisions and explanations")
-    ref.add_argument("--broker", required=True)
-    ref.add_argument("--data-dir", required=True)
+    env_option(ref, "--broker", env="MEETVAR_BROKER", required=True, help="Kafka bootstrap HOST:PORT")
+    env_option(ref, "--data-dir", env="MEETVAR_DATA_DIR", required=True, help="folder of the referee's state")
     ref.set_defaults(func=cmd_referee)
 
     dash = sub.add_parser("dashboard", help="the judges' dashboard (HTTP + WebSocket)")
-    dash.add_argument("--broker", required=True)
-    dash.add_argument("--host", default="127.0.0.1")
-    dash.add_argument("--port", type=int, default=8000)
-    dash.add_argument("--db", required=True, help="SQLite file, or a SQLAlchemy URL (postgresql+psycopg://…)")
-    dash.add_argument("--store", help="the archive (folder or s3:// URL) of the chunks, for replays")
+    env_option(dash, "--broker", env="MEETVAR_BROKER", required=True, help="Kafka bootstrap HOST:PORT")
+    env_option(dash, "--host", env="MEETVAR_HOST", default="127.0.0.1", help="listen address")
+    env_option(dash, "--port", env="MEETVAR_PORT", type=int, default=8000, help="listen port")
+    env_option(
+        dash,
+        "--db",
+        env="MEETVAR_DB",
+        required=True,
+        help="SQLite file, or a SQLAlchemy URL (postgresql+psycopg://…)",
+    )
+    env_option(
+        dash,
+        "--store",
+        env="MEETVAR_STORE",
+        help="the archive (folder or s3:// URL) of the chunks, for replays and WHIP claim checks",
+    )
     dash.add_argument(
         "--anonymous-viewer", action="store_true", help="read-only access without login (loopback only)"
     )
-    dash.add_argument("--public-url", help="the https URL users reach the dashboard at, for origin checks")
+    env_option(
+        dash,
+        "--public-url",
+        env="MEETVAR_PUBLIC_URL",
+        help="the https URL users reach the dashboard at, for origin checks",
+    )
+    env_option(
+        dash,
+        "--allowed-origins",
+        env="MEETVAR_ALLOWED_ORIGINS",
+        help="comma-separated extra origins browsers may use (https://host[:port])",
+    )
     dash.set_defaults(func=cmd_dashboard)
 
     for name in COMMAND_MODULES:

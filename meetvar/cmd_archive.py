@@ -8,21 +8,26 @@ import asyncio
 from typing import Any
 
 from meetvar.errors import UserError
+from meetvar.settings import env_option
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "archiver", help="archive video.chunks, decisions, explanations, meet.state and audit to a store"
     )
-    p.add_argument("--broker", required=True, help="Kafka bootstrap HOST:PORT")
-    p.add_argument(
+    env_option(p, "--broker", env="MEETVAR_BROKER", required=True, help="Kafka bootstrap HOST:PORT")
+    env_option(
+        p,
         "--store",
+        env="MEETVAR_STORE",
         required=True,
         help="the archive: a folder, file:///path or s3://bucket[/prefix]?endpoint=URL"
         " (S3 credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)",
     )
-    p.add_argument(
+    env_option(
+        p,
         "--claims",
+        env="MEETVAR_CLAIMS",
         help="the store ingest puts large chunks in (claim checks), if it is not the archive itself",
     )
     p.add_argument("--group", default="meetvar-archiver", help="consumer group (default meetvar-archiver)")

@@ -1,4 +1,4 @@
-"""``meetvar bench pose|pipeline|workers|ingest``: benchmarks that print their figures as JSON, last.
+"""``meetvar bench pose|pipeline|workers|ingest|fuzz``: benchmarks that print their figures as JSON, last.
 
 ``pose`` and ``pipeline`` live in :mod:`meetvar.bench`; ``ingest`` is :mod:`meetvar.bench_ingest`'s
 ``run_bench_ingest`` when that module is installed (it is looked up when the command runs, so this
@@ -50,6 +50,15 @@ def register(sub: Any) -> None:
     )
     ingest.add_argument("rest", nargs="*", help="options of the ingest benchmark")
     ingest.set_defaults(func=cmd_bench_ingest)
+
+    fuzz = kinds.add_parser(
+        "fuzz", help="bad input by the thousand: parsers, chunk decoder, WHIP SDP, the dashboard's API"
+    )
+    fuzz.add_argument("--examples", type=int, default=10_000, help="inputs per target (default 10000)")
+    fuzz.add_argument("--api-examples", type=int, help="schemathesis cases (default: --examples)")
+    fuzz.add_argument("--targets", help="comma-separated name prefixes, e.g. schemas,chunk_decoder")
+    fuzz.add_argument("--json", action="store_true", help="print only the JSON")
+    fuzz.set_defaults(func=cmd_bench_fuzz)
 
 
 def add_pose_arguments(p: argparse.ArgumentParser) -> None:
@@ -123,3 +132,26 @@ def cmd_bench_ingest(args: argparse.Namespace) -> int:
     own = parser.parse_args(args.rest)
     result: dict[str, Any] = module.run_bench_ingest(own)
     return _emit(result, bool(getattr(own, "json", False)))
+
+
+def cmd_bench_fuzz(args: argparse.Namespace) -> int:
+    """Per target: inputs, accepted, rejected with a clear error, crashes (must be 0; exit 1 if not)."""
+    import logging
+
+    import structlog
+
+    from meetvar.fuzz import run_all
+
+    targets = {t.strip() for t in args.targets.split(",") if t.strip()} if args.targets else None
+    # Thousands of rejected inputs would log thousands of lines: warnings only, while it runs.
+    saved, httpx_log = structlog.get_config(), logging.getLogger("httpx")
+    httpx_level = httpx_log.level
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    httpx_log.setLevel(logging.WARNING)
+    try:
+        result = run_all(args.examples, targets, args.api_examples)
+    finally:
+        structlog.configure(**saved)
+        httpx_log.setLevel(httpx_level)
+    _emit(result, args.json)
+    return 1 if result["crashes"] else 0

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from meetvar.errors import UserError
+from meetvar.settings import env_option
 
 
 def register(sub: Any) -> None:
@@ -21,10 +22,14 @@ def register(sub: Any) -> None:
         "reconnecting with back-off",
     )
     cam.add_argument("url", help="rtsp://…, rtmp://…, http(s)://…, srt://…, or a file")
-    cam.add_argument("--broker", required=True, help="Kafka bootstrap HOST:PORT")
-    cam.add_argument("--camera", required=True, help="camera id meet/platform/camera")
-    cam.add_argument(
-        "--store", required=True, help="object store (folder or s3:// URL) for chunks above the inline limit"
+    env_option(cam, "--broker", env="MEETVAR_BROKER", required=True, help="Kafka bootstrap HOST:PORT")
+    env_option(cam, "--camera", env="MEETVAR_CAMERA", required=True, help="camera id meet/platform/camera")
+    env_option(
+        cam,
+        "--store",
+        env="MEETVAR_STORE",
+        required=True,
+        help="object store (folder or s3:// URL) for chunks above the inline limit",
     )
     cam.add_argument(
         "--speed", type=float, default=1.0, help="read at most this × real time (0 = as fast as it comes)"
@@ -44,17 +49,35 @@ def register(sub: Any) -> None:
 
     tok = sub.add_parser("whip-token", help="issue a WHIP bearer token for a camera (kept hashed in a file)")
     tok.add_argument("camera", nargs="?", help="camera id meet/platform/camera (omit with --organizer)")
-    tok.add_argument("--tokens", required=True, help="the tokens file (JSON of SHA-256 digests)")
+    env_option(
+        tok,
+        "--tokens",
+        env="MEETVAR_WHIP_TOKENS",
+        required=True,
+        help="the tokens file (JSON of SHA-256 digests)",
+    )
     tok.add_argument("--organizer", action="store_true", help="an organizer token (reads /whip/metrics)")
     tok.add_argument("--revoke", action="store_true", help="remove every token of the camera instead")
     tok.set_defaults(func=cmd_whip_token)
 
     whip = sub.add_parser("whip", help="a WHIP endpoint alone (POST /whip/meet~platform~camera)")
-    whip.add_argument("--broker", required=True)
-    whip.add_argument("--store", required=True)
-    whip.add_argument("--tokens", required=True, help="tokens file written by meetvar whip-token")
-    whip.add_argument("--host", default="0.0.0.0", help="listen address (cameras are on the LAN)")
-    whip.add_argument("--port", type=int, default=8000)
+    env_option(whip, "--broker", env="MEETVAR_BROKER", required=True, help="Kafka bootstrap HOST:PORT")
+    env_option(whip, "--store", env="MEETVAR_STORE", required=True, help="claim-check store: folder or s3://")
+    env_option(
+        whip,
+        "--tokens",
+        env="MEETVAR_WHIP_TOKENS",
+        required=True,
+        help="tokens file written by meetvar whip-token",
+    )
+    env_option(
+        whip,
+        "--host",
+        env="MEETVAR_HOST",
+        default="0.0.0.0",
+        help="listen address (cameras are on the LAN)",
+    )
+    env_option(whip, "--port", env="MEETVAR_PORT", type=int, default=8000, help="listen port")
     whip.add_argument("--stun", action="append", default=[], help="STUN/TURN URL, repeatable (default none)")
     whip.set_defaults(func=cmd_whip)
 
@@ -89,9 +112,8 @@ async def _run_camera(args: argparse.Namespace) -> int:
     from ingest.sources.file import is_url, open_source
     from ingest.sources.pull import Backoff, PullCamera
     from meetvar.logs import configure
-    from meetvar.services import _until_signalled
+    from meetvar.services import _until_signalled, open_store
     from stream_processors.kafka import ensure_topics, make_producer, wait_for_broker
-    from stream_processors.object_store import ObjectStoreError, object_store_from_url
     from stream_processors.topics import ALL_TOPICS
 
     configure("camera")
@@ -104,10 +126,7 @@ async def _run_camera(args: argparse.Namespace) -> int:
     options = _options(args.url, args.option)
     if not is_url(args.url):  # a file that cannot be read will not get better: say so before starting
         await asyncio.to_thread(lambda: open_source(args.url, options=options).close())
-    try:
-        store = object_store_from_url(args.store)
-    except ObjectStoreError as exc:
-        raise UserError(str(exc)) from exc
+    store = open_store(args.store, writer=True)
     await wait_for_broker(args.broker, timeout=10)
     await ensure_topics(args.broker, ALL_TOPICS)
     producer = make_producer(args.broker)
@@ -167,13 +186,13 @@ def cmd_whip(args: argparse.Namespace) -> int:
 
     from ingest.whip import CameraTokens, WhipConfig, WhipService, whip_app
     from meetvar.logs import configure
-    from stream_processors.object_store import object_store_from_url
+    from meetvar.services import open_store
 
     configure("whip")
     path = Path(args.tokens)
     if not path.is_file():
         raise UserError(f"no tokens file {path} — issue one with: meetvar whip-token CAMERA --tokens {path}")
     config = WhipConfig(ice_servers=[RTCIceServer(urls=u) for u in args.stun])
-    service = WhipService(args.broker, object_store_from_url(args.store), CameraTokens.load(path), config)
+    service = WhipService(args.broker, open_store(args.store, writer=True), CameraTokens.load(path), config)
     uvicorn.run(whip_app(service), host=args.host, port=args.port, log_level="warning")
     return 0

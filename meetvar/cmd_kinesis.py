@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 from meetvar.errors import UserError
+from meetvar.settings import env_option
 
 
 def register(sub: Any) -> None:
@@ -17,10 +18,14 @@ def register(sub: Any) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--stream", help="Kinesis Video stream name")
     which.add_argument("--stream-arn", help="Kinesis Video stream ARN")
-    p.add_argument("--camera", required=True, help="camera id meet/platform/camera")
-    p.add_argument("--broker", required=True, help="Kafka bootstrap HOST:PORT")
-    p.add_argument(
-        "--store", required=True, help="object store for large chunks: folder or s3://bucket?endpoint="
+    env_option(p, "--camera", env="MEETVAR_CAMERA", required=True, help="camera id meet/platform/camera")
+    env_option(p, "--broker", env="MEETVAR_BROKER", required=True, help="Kafka bootstrap HOST:PORT")
+    env_option(
+        p,
+        "--store",
+        env="MEETVAR_STORE",
+        required=True,
+        help="object store for large chunks: folder or s3://bucket?endpoint=",
     )
     p.add_argument("--region", help="AWS region (default: from the environment or profile)")
     p.add_argument("--endpoint-url", help="Kinesis Video control-plane endpoint (LocalStack, a VPC endpoint)")

@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 from meetvar.errors import UserError
+from meetvar.settings import env_option
 
 
 def _speed(text: str) -> float:
@@ -28,9 +29,13 @@ def _speed(text: str) -> float:
 def register(sub: Any) -> None:
     p = sub.add_parser("replay", help="publish an archived meet back into video.chunks, as if live")
     p.add_argument("--meet", required=True, help="the meet to replay (first part of the camera ids)")
-    p.add_argument("--broker", required=True, help="Kafka bootstrap HOST:PORT")
-    p.add_argument(
-        "--store", required=True, help="the archive: a folder, file:///path or s3://bucket?endpoint="
+    env_option(p, "--broker", env="MEETVAR_BROKER", required=True, help="Kafka bootstrap HOST:PORT")
+    env_option(
+        p,
+        "--store",
+        env="MEETVAR_STORE",
+        required=True,
+        help="the archive: a folder, file:///path or s3://bucket?endpoint=",
     )
     p.add_argument("--speed", type=_speed, default=1.0, help="1 = real time (default), 2 = twice, max")
     p.add_argument("--camera", help="only this meet/platform/camera")

@@ -17,7 +17,12 @@ import structlog
 
 from meetvar.logs import configure
 from stream_processors.kafka import ensure_topics, make_consumer, make_producer, wait_for_broker
-from stream_processors.object_store import LocalObjectStore
+from stream_processors.object_store import (
+    LocalObjectStore,
+    ObjectStoreError,
+    S3ObjectStore,
+    object_store_from_url,
+)
 from stream_processors.topics import ALL_TOPICS, VIDEO_CHUNKS
 
 log = structlog.get_logger()
@@ -42,16 +47,35 @@ async def _until_signalled(work: Awaitable[T]) -> T | None:
     return None
 
 
-async def run_ingest(bootstrap: str, video: Path, camera: str, store: Path, loop: bool, speed: float) -> int:
+def open_store(url: str | Path, *, writer: bool) -> LocalObjectStore | S3ObjectStore:
+    """``--store`` (a folder, ``file://`` or ``s3://`` URL) → the store, checked before any broker wait.
+
+    A writer creates a missing bucket (a fresh venue needs no manual step); a reader only proves the
+    endpoint and credentials. A bad URL, an unreachable endpoint or refused keys are one-line errors.
+    """
+    from meetvar.errors import UserError
+
+    try:
+        store = object_store_from_url(url)
+        if isinstance(store, S3ObjectStore) and writer:
+            store.ensure_bucket()
+    except ObjectStoreError as exc:
+        raise UserError(str(exc)) from None
+    return store
+
+
+async def run_ingest(
+    bootstrap: str, video: Path, camera: str, store: str | Path, loop: bool, speed: float
+) -> int:
     from ingest.publisher import CameraId, publish_file
 
     configure("ingest")
     cam = CameraId.parse(camera)
+    objects = open_store(store, writer=True)
     await wait_for_broker(bootstrap, timeout=10)
     await ensure_topics(bootstrap, ALL_TOPICS)
     producer = make_producer(bootstrap)
     await producer.start()
-    objects = LocalObjectStore(store)
 
     async def stream() -> None:
         passes = 0
@@ -72,7 +96,7 @@ async def run_ingest(bootstrap: str, video: Path, camera: str, store: Path, loop
 
 async def run_pose_worker(
     bootstrap: str,
-    store: Path,
+    store: str | Path,
     threads: int,
     *,
     backend: str = "onnxruntime",
@@ -84,6 +108,8 @@ async def run_pose_worker(
     configure("pose")
     # The model first: a backend that cannot run here fails at once, before any broker wait.
     factory = shared_tracker_factory(backend, threads=threads, precision=precision, skip_still=skip_still)
+    # Claim checks from any store ingest can write: a folder on this machine or S3 across the network.
+    objects = open_store(store, writer=False)
     await wait_for_broker(bootstrap, timeout=10)
     await ensure_topics(bootstrap, ALL_TOPICS)
     consumer = make_consumer(bootstrap, "meetvar-pose", VIDEO_CHUNKS)
@@ -91,8 +117,15 @@ async def run_pose_worker(
     await consumer.start()
     await producer.start()
     # One model shared by every camera's tracker, so frames of different cameras share a model call.
-    worker = PoseWorker(LocalObjectStore(store), factory)
-    log.info("pose.started", backend=backend, precision=precision, threads=threads, skip_still=skip_still)
+    worker = PoseWorker(objects, factory)
+    log.info(
+        "pose.started",
+        store=repr(objects),
+        backend=backend,
+        precision=precision,
+        threads=threads,
+        skip_still=skip_still,
+    )
     try:
         await _until_signalled(run(consumer, producer, worker))
     finally:
@@ -110,6 +143,7 @@ def run_dashboard(
     archive: str | None = None,
     anonymous_viewer: bool = False,
     public_url: str | None = None,
+    allowed_origins: list[str] | None = None,
 ) -> int:
     """The dashboard on ``host:port`` with its database at ``db`` (a SQLite path or any SQLAlchemy URL).
 
@@ -130,7 +164,6 @@ def run_dashboard(
     from dashboard.store import DashboardStore
     from meetvar.errors import UserError
     from stream_processors.explainer import Explainer
-    from stream_processors.object_store import object_store_from_url
 
     configure("dashboard")
     if anonymous_viewer:
@@ -142,10 +175,13 @@ def run_dashboard(
             raise UserError(
                 "--anonymous-viewer is allowed only on a loopback address (e.g. --host 127.0.0.1)"
             )
+    objects = open_store(archive, writer=True) if archive else None
     asyncio.run(wait_for_broker(bootstrap, timeout=10))
     origins = {f"http://{host}:{port}", f"http://localhost:{port}", f"http://127.0.0.1:{port}"}
     if public_url:
         origins.add(public_url.rstrip("/"))
+    # Phones and tablets on the venue network reach the dashboard by another name than the server's.
+    origins.update(origin.rstrip("/") for origin in allowed_origins or ())
     store = DashboardStore(db)
     publisher = AuditPublisher(bootstrap)
     auth = Auth(store.engine, allowed_origins=origins, anonymous_viewer=anonymous_viewer)
@@ -158,13 +194,13 @@ def run_dashboard(
         auth=auth,
         audit=AuditLog(store.engine, sink=publisher.offer),
         explainer=Explainer() if os.environ.get("ANTHROPIC_API_KEY") else None,
-        archive=StoreChunkSource(object_store_from_url(archive)) if archive else None,
+        archive=StoreChunkSource(objects) if objects is not None else None,
     )
     # WHIP ingest shares the dashboard's port (as in the demo) when there is an object store for claims.
     from ingest.whip import CameraTokens, whip_router
 
     tokens = CameraTokens.load(Path(os.environ.get("MEETVAR_WHIP_TOKENS", "whip-tokens.json")))
-    routers = [whip_router(bootstrap, object_store_from_url(archive), tokens)] if archive else []
+    routers = [whip_router(bootstrap, objects, tokens)] if objects is not None else []
     app = create_app(state, feed=with_audit_topic(kafka_feed(bootstrap), publisher), routers=routers)
     uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0

@@ -49,6 +49,7 @@ from typing import Any, Protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from meetvar.metrics import ERRORS, RECORDS
 from stream_processors.object_store import (
     BrowsableObjectStore,
     ForeignRef,
@@ -267,6 +268,7 @@ class Archiver:
         )
         key = f"{QUARANTINE}/{record.topic}/{record.partition:04d}-{record.offset:012d}.bin"
         self.archive.put(key, record.value or b"")
+        ERRORS.labels(service="archiver", kind="quarantined").inc()
         with self._lock:
             self.stats.quarantined += 1
 
@@ -305,6 +307,7 @@ async def run_archiver(
             await loop.run_in_executor(None, archiver.write_batch, records)
         except ObjectStoreError as exc:
             log.error("archiver.store_unavailable", error=str(exc), retry_in_s=backoff, records=len(records))
+            ERRORS.labels(service="archiver", kind="store_unavailable").inc()
             for tp, part in batches.items():
                 if part:
                     consumer.seek(TopicPartition(tp.topic, tp.partition), part[0].offset)
@@ -313,6 +316,8 @@ async def run_archiver(
             continue
         backoff = retry_s[0]
         await consumer.commit()
+        for record in records:
+            RECORDS.labels(topic=record.topic).inc()
         if time.monotonic() - last_report > report_every_s:
             last_report = time.monotonic()
             log.info("archiver.progress", **archiver.stats.as_dict())

@@ -68,12 +68,15 @@ class MeetTimeline:
     """Which meet attempt was in force on a platform at a capture time, from ``meet.state``."""
 
     def __init__(self) -> None:
-        self._by_platform: dict[str, list[tuple[int, int, MeetAttempt | None]]] = {}
+        self._by_platform: dict[str, list[tuple[int, int, MeetAttempt | None, str | None]]] = {}
         self._n = 0
 
     def note(self, msg: StateMsg) -> None:
         """A state naming lifter, lift and attempt number starts that attempt at ``at_us``; one naming a
-        lifter without them ends it (an unknown attempt). Command-only messages change nothing."""
+        lifter without them ends it (an unknown attempt). Command-only messages change nothing, nor do
+        official results (they name an attempt that may already be over)."""
+        if msg.official is not None:
+            return
         if msg.lifter is None and msg.lift is None and msg.attempt_number is None:
             return
         attempt = None
@@ -81,12 +84,19 @@ class MeetTimeline:
             attempt = MeetAttempt(msg.lifter, msg.lift, int(msg.attempt_number))
         entries = self._by_platform.setdefault(platform_key(msg.meet, msg.platform), [])
         self._n += 1  # equal times: the later message wins, as it did live
-        bisect.insort(entries, (msg.at_us, self._n, attempt), key=lambda e: (e[0], e[1]))
+        bisect.insort(entries, (msg.at_us, self._n, attempt, msg.lift), key=lambda e: (e[0], e[1]))
 
-    def at(self, meet: str, platform: str, t_us: int) -> MeetAttempt | None:
+    def _entry(self, meet: str, platform: str, t_us: int) -> tuple[int, int, MeetAttempt | None, str | None]:
         entries = self._by_platform.get(platform_key(meet, platform), [])
         i = bisect.bisect_right(entries, t_us, key=lambda e: e[0])
-        return entries[i - 1][2] if i else None
+        return entries[i - 1] if i else (0, 0, None, None)
+
+    def at(self, meet: str, platform: str, t_us: int) -> MeetAttempt | None:
+        return self._entry(meet, platform, t_us)[2]
+
+    def lift_at(self, meet: str, platform: str, t_us: int) -> str | None:
+        """The lift ("squat", "bench", "dead") the meet software said was on the platform, if it said."""
+        return self._entry(meet, platform, t_us)[3]
 
 
 @dataclass

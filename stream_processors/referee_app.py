@@ -29,6 +29,7 @@ import faust
 import structlog
 
 from meetvar.logs import configure
+from meetvar.metrics import DECISION_COUNT, ERRORS, observe_pose_lag
 from stream_processors.attempts import FUSED
 from stream_processors.explainer import Explainer
 from stream_processors.faust_app import make_app, run_worker
@@ -70,6 +71,7 @@ def build_app(
                 referee.handle_state(StateMsg.parse(value))
             except SchemaError as exc:
                 log.error("referee.bad_state_message", error=str(exc))
+                ERRORS.labels(service="referee", kind="bad_message").inc()
 
     @app.agent(poses)
     async def judge(stream: Any) -> None:
@@ -78,11 +80,16 @@ def build_app(
                 msg = PoseMsg.parse(value)
             except SchemaError as exc:
                 log.error("referee.bad_pose_message", error=str(exc))
+                ERRORS.labels(service="referee", kind="bad_message").inc()
                 continue
+            observe_pose_lag(msg, "referee")
             for decision_msg, _ in referee.handle(msg):
                 await decisions.send(
                     key=platform_key(msg.meet, msg.platform).encode(), value=decision_msg.dump()
                 )
+                if decision_msg.camera != FUSED:
+                    verdict = str(decision_msg.attempt.get("verdict", "undecided"))
+                    DECISION_COUNT.labels(service="referee", verdict=verdict).inc()
                 log.info(
                     "referee.decision",
                     attempt_id=decision_msg.attempt_id,
@@ -97,6 +104,7 @@ def build_app(
                 decision = DecisionMsg.parse(value)
             except SchemaError as exc:
                 log.error("referee.bad_decision_message", error=str(exc))
+                ERRORS.labels(service="referee", kind="bad_message").inc()
                 continue
             if decision.camera == FUSED:  # its cameras' explanations cover it
                 continue

@@ -8,6 +8,10 @@ time), and the processor's :class:`~stream_processors.attempts.AttemptLedger` re
 emitted: an attempt judged again (a redelivery, a replay into the same pipeline, a rebuilt referee
 after a restart) keeps its id and is not emitted twice, and a camera's frames up to the lockout of
 its last emitted attempt are not judged again.
+
+Only squats are judged for depth: when ``meet.state`` says the lift on the platform at an attempt's
+bottom is a bench press or a deadlift, the attempt is recorded as ``not_judged`` (depth
+``undecided``, reason "not judged: bench") and never becomes a squat call, fused or per camera.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from referee.decision import AttemptDecision
+from referee.depth import DepthResult
 from referee.fusion import UNCERTAINTY_FIELDS, PlatformFusion
 from referee.keypoints import PoseFrame
 from referee.referee import Referee
@@ -26,6 +31,19 @@ from stream_processors.topics import camera_key, platform_key
 
 #: A rebuilt referee whose first frame is this close to an attempt's start did not see that start.
 _FIRST_FRAME_SLACK_US = 100_000
+
+#: The lifts the referee judges; any other lift the meet software names is recorded, not judged.
+JUDGED_LIFTS = ("squat",)
+NOT_JUDGED = "not_judged"
+
+
+def not_judged(d: AttemptDecision, lift: str) -> AttemptDecision:
+    """The attempt as recorded when the lift on the platform is not a squat: no depth, no cards."""
+    reason = f"not judged: {lift}"
+    depth = DepthResult(
+        "undecided", None, None, 0.0, d.bottom_us, d.depth.side, d.depth.view_yaw_deg, (reason,)
+    )
+    return dataclasses.replace(d, depth=depth, verdict=NOT_JUDGED, cards=(), reasons=(reason,))
 
 
 @dataclass
@@ -118,6 +136,12 @@ class RefereeProcessor:
             ref = rack if rack is not None and rack >= d.bottom_us else d.end_us
             return round((now_us - ref) / 1e3, 1)
 
+        skipped: list[AttemptDecision] = []
+        for i, d in enumerate(out):
+            lift = self.timeline.lift_at(msg.meet, msg.platform, d.bottom_us)
+            if lift is not None and lift not in JUDGED_LIFTS:
+                out[i] = not_judged(d, lift)
+                skipped.append(out[i])
         results: list[tuple[DecisionMsg, AttemptDecision | None]] = []
         for d in out:
             in_force = self.timeline.at(msg.meet, msg.platform, d.bottom_us)
@@ -139,7 +163,31 @@ class RefereeProcessor:
         live = {k.rsplit("/", 1)[1] for k in self._streams if k.startswith(platform + "/")} | {msg.camera}
         if len(live) > 1 or platform in self._fusion:
             fusion = self._fusion.setdefault(platform, PlatformFusion())
+            for d in skipped:
+                # Not a squat: the platform's record says so once, and no camera's call is fused.
+                aid, seen = self.ledger.resolve(
+                    msg.meet,
+                    msg.platform,
+                    FUSED,
+                    d.bottom_us,
+                    self.timeline.at(msg.meet, msg.platform, d.bottom_us),
+                )
+                if seen:
+                    continue  # another camera's record of the same attempt already said so
+                decision = DecisionMsg(
+                    attempt_id=aid,
+                    meet=msg.meet,
+                    platform=msg.platform,
+                    camera=FUSED,
+                    attempt=d.to_json(),
+                    decided_us=now_us,
+                    rack_to_call_ms=rack_to_call_ms(d),
+                )
+                self.ledger.record(decision)
+                results.append((decision, None))
             for d in out:
+                if d.verdict == NOT_JUDGED:
+                    continue
                 for fused, carrier in fusion.add(msg.camera, d, live):
                     # The fused call in the camera calls' shape, with the times of one of its cameras.
                     attempt = {

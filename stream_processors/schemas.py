@@ -118,8 +118,41 @@ class ExplanationMsg(_Msg):
     prompt_hash: str
 
 
+Light = Literal["good", "bad"] | None
+
+
+class OfficialLights(BaseModel):
+    """The three referees' lights as the meet software has them (None: not yet given)."""
+
+    left: Light = None
+    head: Light = None
+    right: Light = None
+
+    def complete(self) -> bool:
+        return None not in (self.left, self.head, self.right)
+
+    def result(self) -> Literal["good", "no_lift"] | None:
+        """Two or more white lights make a good lift; None until all three are in."""
+        if not self.complete():
+            return None
+        return "good" if [self.left, self.head, self.right].count("good") >= 2 else "no_lift"
+
+
+class Official(BaseModel):
+    """The official result of one attempt: the referees' lights and what they make."""
+
+    lights: OfficialLights
+    result: Literal["good", "no_lift"] | None = None
+    source: str | None = None  # e.g. "liftingcast"
+
+
 class StateMsg(_Msg):
-    """``meet.state``: what the meet software says is happening on a platform."""
+    """``meet.state``: what the meet software says is happening on a platform.
+
+    A message with ``official`` set does not announce an attempt: it gives the official result (the
+    referees' lights) of the attempt it names by ``lifter``, ``lift`` and ``attempt_number``, which may
+    no longer be the one on the platform. Readers that predate ``official`` ignore it (pydantic drops
+    unknown fields), so the schema version stays 1."""
 
     meet: str
     platform: str
@@ -129,6 +162,7 @@ class StateMsg(_Msg):
     weight_kg: float | None = None
     command: Literal["squat", "rack", "start", "down"] | None = None
     at_us: int = 0
+    official: Official | None = None
 
 
 def canonical_json(obj: object) -> str:

@@ -43,6 +43,8 @@ PUBLIC = {
     ("POST", "/api/login/token"),
     ("POST", "/api/logout"),
     ("GET", "/api/health"),
+    ("GET", "/healthz"),  # liveness, for orchestrators
+    ("GET", "/metrics"),  # Prometheus scrapes without a session; counts only, nothing personal
 }
 
 

@@ -144,14 +144,14 @@ def test_the_tracker_remeasures_the_real_bottom(bottom_frames: list[tuple[int, i
     by_index = {p.frame_index: p for p in poses}
     for at, r in carried:
         assert at > r.frame_index  # carried by a later frame
-        assert r.extras["refined"] >= 4 and r.extras["depth_spread_right_px"] >= 0.0
+        assert r.extras["refined"] >= 3 and r.extras["depth_spread_right_px"] >= 0.0
         first = by_index[r.frame_index]
         assert first.keypoints is not None and r.keypoints is not None
         # Same person, same joints: the ensemble moves a hip or knee by a few pixels, not across the leg.
         joints = [L.RIGHT_HIP, L.RIGHT_KNEE]
         assert float(np.max(np.abs(first.keypoints[joints, :2] - r.keypoints[joints, :2]))) < 25.0
     assert 300 <= int(np.median([r.frame_index for _, r in carried])) <= 330
-    assert tracker.refine_runs >= 4 * len(carried)
+    assert tracker.refine_runs >= 3 * len(carried)
 
 
 def test_a_later_start_drops_frames_but_keeps_capture_times() -> None:

@@ -203,8 +203,11 @@ async def test_whip_frames_reach_kafka_in_order_and_end_with_eos(broker: TansuBr
     assert sent - 2 <= len(got) <= sent
     assert got == list(range(got[0], got[0] + len(got))) and got[0] <= 1  # in order, none missing
     assert {(m.width, m.height) for m in metas[:-1]} == {(320, 240)}
-    # Chunks are ~0.5 s: 15 frames at 30 fps, the last one partial.
-    assert [len(m.capture_us) for m in metas[:-2]] == [15] * (len(metas) - 2)
+    # Chunks are ~0.5 s: 15 frames at 30 fps, the last one partial. The first chunk may hold more: its
+    # capture stamps come from the arrival-delay estimate, which settles over the first frames, and a
+    # loaded machine delays those arrivals (seen: 22 frames under a full test run on two cores).
+    assert [len(m.capture_us) for m in metas[1:-2]] == [15] * (len(metas) - 3)
+    assert 15 <= len(metas[0].capture_us) <= 30
     capture = [t for m in metas for t in m.capture_us]
     steps = [b - a for a, b in itertools.pairwise(capture)]
     assert statistics.median(steps) == pytest.approx(FRAME_US, abs=2)  # spacing from RTP, not arrival

@@ -4,6 +4,7 @@
 const $ = (sel, root = document) => root.querySelector(sel);
 const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
 const WS_PATH = document.querySelector('meta[name="meetvar-ws"]').content;
+const WS_TOO_SLOW = 4008;  // the server closed a page that fell behind (dashboard/hub.py)
 
 const app = {
   me: null,              // {name, role, lifter}
@@ -156,14 +157,23 @@ function connect(fresh) {
   const q = !fresh && app.cursor != null ? `?since=${app.cursor}` : "";
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${WS_PATH}${q}`);
   app.ws = ws;
-  ws.onopen = () => { $("#conn").textContent = "live"; $("#conn").className = "live"; app.wsDelay = 500; };
-  ws.onmessage = (ev) => onEvent(JSON.parse(ev.data));
+  // "live" only once the server says this page is up to date (snapshot or caught_up), not on open.
+  ws.onopen = () => { app.wsDelay = 500; };
+  ws.onmessage = (ev) => {
+    const m = JSON.parse(ev.data);
+    onEvent(m);
+    if (m.type === "snapshot" || m.type === "caught_up") {
+      $("#conn").textContent = "live"; $("#conn").className = "live";
+    }
+  };
   // Reconnect with back-off; the cursor makes the server replay exactly what this page missed.
-  ws.onclose = () => {
+  // Code 4008: the server closed this page for falling behind: reconnect at once and catch up.
+  ws.onclose = (ev) => {
     $("#conn").textContent = "reconnecting…"; $("#conn").className = "down";
     if (!app.me) return;
-    setTimeout(() => connect(false), app.wsDelay);
-    app.wsDelay = Math.min(app.wsDelay * 2, 8000);
+    const delay = ev && ev.code === WS_TOO_SLOW ? 0 : app.wsDelay;
+    setTimeout(() => connect(false), delay);
+    if (delay) app.wsDelay = Math.min(app.wsDelay * 2, 8000);
   };
 }
 

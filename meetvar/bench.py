@@ -333,14 +333,17 @@ async def _watch_decisions(port: int, wanted: int, timeout: float) -> list[dict[
             await asyncio.sleep(0.3)
 
 
-def live_latency(video: Path | None, decisions: int, timeout: float) -> dict[str, Any]:
-    """Start ``meetvar demo --once`` (real broker and services) and time each decision's trip from the
-    attempt's end capture time to the WebSocket."""
+def live_latency(video: Path | None, decisions: int, timeout: float, memory: bool = False) -> dict[str, Any]:
+    """Start ``meetvar demo --once`` (real broker and services; ``memory``: the in-memory broker instead
+    of the durable one on S3) and time each decision's trip from the attempt's end capture time to the
+    WebSocket."""
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="meetvar-bench-live-") as data:
         cmd = [sys.executable, "-m", "meetvar.cli", "demo", "--once", "--port", str(port), "--data-dir", data]
         if video is not None:
             cmd += ["--video", str(video)]
+        if memory:
+            cmd += ["--memory"]
         demo = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             events = asyncio.run(_watch_decisions(port, decisions, timeout))
@@ -403,5 +406,7 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         }
     if not args.no_live:
         live_video = Path(args.live_video) if args.live_video else None
-        result["live"] = live_latency(live_video, args.decisions, args.timeout)
+        result["live"] = live_latency(
+            live_video, args.decisions, args.timeout, memory=getattr(args, "memory_broker", False)
+        )
     return result

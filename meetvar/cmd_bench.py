@@ -82,6 +82,9 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-live", action="store_true", help="skip the live (demo) latency part")
     p.add_argument("--live-video", help="clip the live part streams (default: the bundled clip)")
     p.add_argument("--decisions", type=int, default=2, help="decisions to wait for in the live part")
+    p.add_argument(
+        "--memory-broker", action="store_true", help="live part on the in-memory broker (demo --memory)"
+    )
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for them")
     p.add_argument("--json", action="store_true", help="print only the JSON")
 

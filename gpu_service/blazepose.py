@@ -705,11 +705,7 @@ class BlazePoseTracker:
         if self._roi is None:
             self._aux.reset()
 
-        keypoints = np.empty((NUM_BLAZEPOSE_LANDMARKS, 4), dtype=np.float64)
-        keypoints[:, 0] = landmarks[:, 0] * width
-        keypoints[:, 1] = landmarks[:, 1] * height
-        keypoints[:, 2] = landmarks[:, 2] * width  # MediaPipe scales z like x
-        keypoints[:, 3] = landmarks[:, 3]
+        keypoints = _pixel_keypoints(landmarks, width, height)
         self._gate.observe(frame_index, keypoints)
         self._last_pose = PoseFrame(
             capture_us=int(capture_us),
@@ -775,12 +771,7 @@ class BlazePoseTracker:
                 if "segmentation" in one and i not in masks:
                     seg = np.asarray(one["segmentation"], dtype=np.float64).reshape(LM_SIZE, LM_SIZE)
                     masks[i] = (1.0 / (1.0 + np.exp(-np.clip(seg, -50.0, 50.0))), rect)
-                w, h = todo[i].pose.width, todo[i].pose.height
-                kp = np.empty((NUM_BLAZEPOSE_LANDMARKS, 4), dtype=np.float64)
-                kp[:, 0] = landmarks[:, 0] * w
-                kp[:, 1] = landmarks[:, 1] * h
-                kp[:, 2] = landmarks[:, 2] * w
-                kp[:, 3] = landmarks[:, 3]
+                kp = _pixel_keypoints(landmarks, todo[i].pose.width, todo[i].pose.height)
                 per_frame.setdefault(i, []).append((kp, np.asarray(world, dtype=np.float64)))
         refined = []
         plate_frames = (
@@ -844,6 +835,16 @@ class BlazePoseTracker:
         self._aux.reset()
         self._gate.reset()
         self._last_pose = None
+
+
+def _pixel_keypoints(landmarks: F64, width: int, height: int) -> F64:
+    """The 33 projected landmarks (normalised x, y, z, visibility, …) as the pose's (33, 4) pixels."""
+    keypoints = np.empty((NUM_BLAZEPOSE_LANDMARKS, 4), dtype=np.float64)
+    keypoints[:, 0] = landmarks[:, 0] * width
+    keypoints[:, 1] = landmarks[:, 1] * height
+    keypoints[:, 2] = landmarks[:, 2] * width  # MediaPipe scales z like x
+    keypoints[:, 3] = landmarks[:, 3]
+    return keypoints
 
 
 def _variant_rect(

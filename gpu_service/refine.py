@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from referee.keypoints import BlazePoseLandmark as L
+from referee.depth import SIDES
 from referee.keypoints import PoseFrame
 
 F64 = npt.NDArray[np.float64]
@@ -33,7 +33,10 @@ FLIP_PAIRS: tuple[tuple[int, int], ...] = (
     (1, 4), (2, 5), (3, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16), (17, 18), (19, 20),
     (21, 22), (23, 24), (25, 26), (27, 28), (29, 30), (31, 32),
 )  # fmt: skip
-LEGS = ((L.LEFT_HIP, L.LEFT_KNEE), (L.RIGHT_HIP, L.RIGHT_KNEE))
+LEGS = tuple(SIDES.values())  # (hip, knee) of each leg, as the depth rule pairs them
+_FLIP_PERM = np.arange(39)
+for _a, _b in FLIP_PAIRS:
+    _FLIP_PERM[_a], _FLIP_PERM[_b] = _b, _a
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +180,7 @@ class BottomWatch:
 
 def flip_outputs(out: dict[str, Any], size: int) -> dict[str, Any]:
     """The landmark model's outputs for a mirrored crop, mirrored back: x → size − x, left ↔ right."""
-    perm = np.arange(39)
-    for a, b in FLIP_PAIRS:
-        perm[a], perm[b] = b, a
+    perm = _FLIP_PERM
     result = dict(out)
     lm = np.asarray(out["landmarks"], dtype=np.float32).reshape(-1, 39, 5)[:, perm].copy()
     lm[..., 0] = size - lm[..., 0]
@@ -208,7 +209,7 @@ def aggregate(poses: list[tuple[F64, F64]]) -> tuple[F64, F64, dict[str, float]]
     kps = np.stack([k for k, _ in poses])
     worlds = np.stack([w for _, w in poses])
     extras: dict[str, float] = {"refined": float(len(poses))}
-    for name, (h, k) in zip(("left", "right"), LEGS, strict=True):
+    for name, (h, k) in SIDES.items():
         depth = kps[:, k, 1] - kps[:, h, 1]
         extras[f"depth_spread_{name}_px"] = float(np.std(depth, ddof=1)) if len(poses) > 1 else 0.0
     return np.median(kps, axis=0), np.median(worlds, axis=0), extras

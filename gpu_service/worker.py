@@ -115,8 +115,7 @@ class PoseWorker:
             self._next_index.pop(stream, None)
             if tracker is not None and (tail := tracker.flush_refined()):
                 # The stream ended within a bottom's window: its re-measured frames, on no frame.
-                marker = PoseFrame(capture_us=-1, frame_index=-1, width=0, height=0, refined=tail)
-                job.out.append(PoseMsg(**base, frame=marker.to_json()))
+                job.out.append(PoseMsg(**base, frame=PoseFrame.carrying(tail).to_json()))
             job.out.append(PoseMsg(**base, end_of_stream=True))
             return job
         expected = self._next_index.get(stream)

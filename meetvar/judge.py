@@ -50,7 +50,7 @@ def poses_from_file(
             yield tracker.process(planes, capture_us, index - skip_frames)
         if tail := tracker.flush_refined():
             # The stream ended within a bottom's window: its re-measured frames ride on no new frame.
-            yield PoseFrame(capture_us=-1, frame_index=-1, width=0, height=0, refined=tail)
+            yield PoseFrame.carrying(tail)
 
 
 def judge_video(
@@ -70,7 +70,7 @@ def judge_video(
     for pose in poses_from_file(
         path, threads=threads, backend=backend, skip_still=skip_still, skip_frames=skip_frames
     ):
-        if pose.capture_us < 0:
+        if pose.is_carrier:
             referee.amend(pose.refined)
             continue
         if n == 0:

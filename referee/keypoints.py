@@ -65,6 +65,16 @@ class PoseFrame:
     def has_person(self) -> bool:
         return self.keypoints is not None
 
+    @classmethod
+    def carrying(cls, refined: tuple[PoseFrame, ...]) -> PoseFrame:
+        """No frame, only re-measured ones: a stream that ended within a bottom's window sends them so.
+        Its capture time is −1, which every consumer of ``poses`` skips as a frame."""
+        return cls(capture_us=-1, frame_index=-1, width=0, height=0, refined=refined)
+
+    @property
+    def is_carrier(self) -> bool:
+        return self.capture_us < 0
+
     def to_json(self) -> dict[str, object]:
         """Plain JSON-able dict; floats survive a JSON round trip exactly."""
         return {

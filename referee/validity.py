@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from referee.config import RefereeConfig
+from referee.depth import SIDES
 from referee.faults import knee_angle_deg
 from referee.keypoints import BlazePoseLandmark as L
 from referee.keypoints import PoseFrame
@@ -66,7 +67,7 @@ def _stepping(active: tuple[PoseFrame, ...], cfg: RefereeConfig) -> str | None:
         float(np.hypot(*(f.keypoints[h, :2] - f.keypoints[k, :2])))
         for f in active
         if f.keypoints is not None
-        for h, k in ((L.LEFT_HIP, L.LEFT_KNEE), (L.RIGHT_HIP, L.RIGHT_KNEE))
+        for h, k in SIDES.values()
         if min(f.keypoints[h, 3], f.keypoints[k, 3]) >= cfg.min_visibility
     ]
     if not thighs:

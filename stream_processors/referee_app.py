@@ -22,8 +22,9 @@ reasons say that the referee restarted during it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 import structlog
@@ -40,6 +41,17 @@ from stream_processors.schemas import DecisionMsg, ExplanationMsg, PoseMsg, Sche
 from stream_processors.topics import ALL_TOPICS, DECISIONS, EXPLANATIONS, MEET_STATE, POSES, platform_key
 
 log = structlog.get_logger()
+M = TypeVar("M")
+
+
+def _parsed(parse: Callable[[bytes], M], value: bytes, event: str) -> M | None:
+    """A message, or None after logging and counting it as bad input: one bad record loses only itself."""
+    try:
+        return parse(value)
+    except SchemaError as exc:
+        log.error(event, error=str(exc))
+        ERRORS.labels(service="referee", kind="bad_message").inc()
+        return None
 
 APP_ID = "meetvar-referee"  # also the consumer group whose committed offsets recovery reads
 
@@ -67,20 +79,13 @@ def build_app(
     @app.agent(states)
     async def follow_signals(stream: Any) -> None:
         async for value in stream:
-            try:
-                referee.handle_state(StateMsg.parse(value))
-            except SchemaError as exc:
-                log.error("referee.bad_state_message", error=str(exc))
-                ERRORS.labels(service="referee", kind="bad_message").inc()
+            if (state := _parsed(StateMsg.parse, value, "referee.bad_state_message")) is not None:
+                referee.handle_state(state)
 
     @app.agent(poses)
     async def judge(stream: Any) -> None:
         async for value in stream:
-            try:
-                msg = PoseMsg.parse(value)
-            except SchemaError as exc:
-                log.error("referee.bad_pose_message", error=str(exc))
-                ERRORS.labels(service="referee", kind="bad_message").inc()
+            if (msg := _parsed(PoseMsg.parse, value, "referee.bad_pose_message")) is None:
                 continue
             observe_pose_lag(msg, "referee")
             for decision_msg, _ in referee.handle(msg):
@@ -100,11 +105,7 @@ def build_app(
     @app.agent(decisions)
     async def narrate(stream: Any) -> None:
         async for value in stream:
-            try:
-                decision = DecisionMsg.parse(value)
-            except SchemaError as exc:
-                log.error("referee.bad_decision_message", error=str(exc))
-                ERRORS.labels(service="referee", kind="bad_message").inc()
+            if (decision := _parsed(DecisionMsg.parse, value, "referee.bad_decision_message")) is None:
                 continue
             if decision.camera == FUSED:  # its cameras' explanations cover it
                 continue

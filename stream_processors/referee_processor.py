@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from referee.decision import AttemptDecision
 from referee.depth import DepthResult
@@ -143,48 +144,41 @@ class RefereeProcessor:
                 out[i] = not_judged(d, lift)
                 skipped.append(out[i])
         results: list[tuple[DecisionMsg, AttemptDecision | None]] = []
-        for d in out:
-            in_force = self.timeline.at(msg.meet, msg.platform, d.bottom_us)
-            aid, seen = self.ledger.resolve(msg.meet, msg.platform, msg.camera, d.bottom_us, in_force)
+
+        def emit(
+            camera: str,
+            timed: AttemptDecision,
+            attempt: dict[str, Any],
+            judged: AttemptDecision | None,
+            counts_as_suppressed: bool = True,
+        ) -> None:
+            """One attempt's decision under its lasting id, unless the ledger has already emitted it."""
+            in_force = self.timeline.at(msg.meet, msg.platform, timed.bottom_us)
+            aid, seen = self.ledger.resolve(msg.meet, msg.platform, camera, timed.bottom_us, in_force)
             if seen:
-                self.suppressed += 1
-                continue
+                self.suppressed += counts_as_suppressed
+                return
             decision = DecisionMsg(
                 attempt_id=aid,
                 meet=msg.meet,
                 platform=msg.platform,
-                camera=msg.camera,
-                attempt=d.to_json(),
+                camera=camera,
+                attempt=attempt,
                 decided_us=now_us,
-                rack_to_call_ms=rack_to_call_ms(d),
+                rack_to_call_ms=rack_to_call_ms(timed),
             )
             self.ledger.record(decision)
-            results.append((decision, d))
+            results.append((decision, judged))
+
+        for d in out:
+            emit(msg.camera, d, d.to_json(), d)
         live = {k.rsplit("/", 1)[1] for k in self._streams if k.startswith(platform + "/")} | {msg.camera}
         if len(live) > 1 or platform in self._fusion:
             fusion = self._fusion.setdefault(platform, PlatformFusion())
             for d in skipped:
-                # Not a squat: the platform's record says so once, and no camera's call is fused.
-                aid, seen = self.ledger.resolve(
-                    msg.meet,
-                    msg.platform,
-                    FUSED,
-                    d.bottom_us,
-                    self.timeline.at(msg.meet, msg.platform, d.bottom_us),
-                )
-                if seen:
-                    continue  # another camera's record of the same attempt already said so
-                decision = DecisionMsg(
-                    attempt_id=aid,
-                    meet=msg.meet,
-                    platform=msg.platform,
-                    camera=FUSED,
-                    attempt=d.to_json(),
-                    decided_us=now_us,
-                    rack_to_call_ms=rack_to_call_ms(d),
-                )
-                self.ledger.record(decision)
-                results.append((decision, None))
+                # Not a squat: the platform's record says so once, and no camera's call is fused; a
+                # second camera's record of the same attempt is not a suppressed re-judgement.
+                emit(FUSED, d, d.to_json(), None, counts_as_suppressed=False)
             for d in out:
                 if d.verdict == NOT_JUDGED:
                     continue
@@ -204,25 +198,5 @@ class RefereeProcessor:
                         },
                         "fused": fused,
                     }
-                    aid, seen = self.ledger.resolve(
-                        msg.meet,
-                        msg.platform,
-                        FUSED,
-                        carrier.bottom_us,
-                        self.timeline.at(msg.meet, msg.platform, carrier.bottom_us),
-                    )
-                    if seen:
-                        self.suppressed += 1
-                        continue
-                    decision = DecisionMsg(
-                        attempt_id=aid,
-                        meet=msg.meet,
-                        platform=msg.platform,
-                        camera=FUSED,
-                        attempt=attempt,
-                        decided_us=now_us,
-                        rack_to_call_ms=rack_to_call_ms(carrier),
-                    )
-                    self.ledger.record(decision)
-                    results.append((decision, None))
+                    emit(FUSED, carrier, attempt, None)
         return results

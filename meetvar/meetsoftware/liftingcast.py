@@ -130,6 +130,26 @@ class LiftingCastState:
             weight = self._weight_kg(entry.get("weight")) if isinstance(entry, dict) else None
         return name, lift, number, weight
 
+    def _state(
+        self,
+        platform: str,
+        current: tuple[str | None, str | None, int | None, float | None],
+        at_us: int,
+        official: Official | None = None,
+    ) -> StateMsg:
+        """The attempt on the platform as ``meet.state`` carries it, with its official lights once in."""
+        name, lift, number, weight = current
+        return StateMsg(
+            meet=self.meet,
+            platform=platform,
+            lifter=name,
+            lift=lift,
+            attempt_number=number,
+            weight_kg=weight,
+            at_us=at_us,
+            official=official,
+        )
+
     def _platform(self, lc_id: str, platform: str, at_us: int) -> list[StateMsg]:
         p = (self.data.get("platforms") or {}).get(lc_id)
         if not isinstance(p, dict):
@@ -138,37 +158,15 @@ class LiftingCastState:
         current = self._current(p)
         if current is not None and current != self._announced.get(lc_id):
             self._announced[lc_id] = current
-            name, lift, number, weight = current
-            out.append(
-                StateMsg(
-                    meet=self.meet,
-                    platform=platform,
-                    lifter=name,
-                    lift=lift,
-                    attempt_number=number,
-                    weight_kg=weight,
-                    at_us=at_us,
-                )
-            )
+            out.append(self._state(platform, current, at_us))
         raw = p.get("refLights") or {}
         lights = OfficialLights.model_validate({k: _decision(raw.get(k)) for k in ("left", "head", "right")})
         if current is not None and lights.complete():
             key = (*current[:3], lights.left, lights.head, lights.right)
             if key != self._official.get(lc_id):
                 self._official[lc_id] = key
-                name, lift, number, weight = current
-                out.append(
-                    StateMsg(
-                        meet=self.meet,
-                        platform=platform,
-                        lifter=name,
-                        lift=lift,
-                        attempt_number=number,
-                        weight_kg=weight,
-                        at_us=at_us,
-                        official=Official(lights=lights, result=lights.result(), source="liftingcast"),
-                    )
-                )
+                official = Official(lights=lights, result=lights.result(), source="liftingcast")
+                out.append(self._state(platform, current, at_us, official))
         return out
 
 

@@ -22,10 +22,11 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The browser tests drive Debian's Chromium; install it once (root, as on CI) when it is missing.
+# The browser tests drive Debian's Chromium; tests/test_multihost.py puts each service in a network
+# namespace of its own with iproute2's `ip` (and needs root). Install them once (root, as on CI) when missing.
 system-deps:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v ip >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver iproute2)
 
 # Google's MediaPipe (numpy<2) lives in its own venv; the pose benchmark and its test compare against it.
 bench-deps: $(MP_VENV)/.installed $(MMPOSE_VENV)/.installed

@@ -31,6 +31,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from dashboard.agreement import report as agreement_report
+from dashboard.agreement import report_csv as agreement_csv
+from dashboard.agreement import report_html as agreement_html
 from dashboard.auth import (
     APPELLANTS,
     COOKIE,
@@ -43,7 +46,11 @@ from dashboard.auth import (
     User,
 )
 from dashboard.hub import SLOW_CLIENT_CLOSE, SLOW_CLIENT_REASON
+from dashboard.jury_api import add_routes as add_jury_routes
+from dashboard.jury_api import appeals_with_votes
 from dashboard.replay import PAD_US, Clip, ReplayError, archived_chunks, remux_clip, replay_payload
+from dashboard.roster import fold
+from dashboard.shadow import Redactor, ShadowError, redact_pane, sees_calls, set_shadow
 from dashboard.state import DashboardState
 from dashboard.store import StoreError, lifts_csv
 from meetvar.metrics import (
@@ -84,6 +91,13 @@ class NewMeet(BaseModel):
     appeal_limit: int = 1
 
 
+class MeetSettings(BaseModel):
+    """PATCH /api/meets/{name}: only the fields given change."""
+
+    shadow: bool | None = None
+    appeal_limit: int | None = Field(default=None, ge=0, le=10)
+
+
 class NewPlatform(BaseModel):
     meet: str = Field(min_length=1, max_length=100)
     name: str = Field(min_length=1, max_length=100)
@@ -116,11 +130,8 @@ class Override(BaseModel):
 class NewAppeal(BaseModel):
     lift_id: int
     reason: str = Field(default="", max_length=2000)
-
-
-class AppealDecision(BaseModel):
-    reverse: bool
-    note: str = Field(default="", max_length=2000)
+    # The roster lifter the appeal names (the page's select); default: the lifter the account speaks for.
+    lifter: str | None = Field(default=None, max_length=200)
 
 
 def _store_errors(exc: StoreError) -> HTTPException:
@@ -152,12 +163,20 @@ def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequenc
     auth = state.auth
     store = state.store
 
+    def _view(user: User) -> Redactor:
+        """What ``user`` may see of the system's calls now (shadow mode: see dashboard/shadow.py)."""
+        return Redactor(store, sees_everything=sees_calls(user))
+
+    def _visible_lifts(user: User, rows: list[dict[str, Any]], call: str | None) -> list[dict[str, Any]]:
+        shown = _view(user).lifts(rows)
+        # Filtering on a hidden call would tell its verdict by whether the lift is listed.
+        return shown if call is None else [x for x in shown if not x.get("hidden")]
+
     # One annotated type per access rule; each route's ``user`` parameter names the rule it follows.
     AnyUser = Annotated[User, Depends(auth.require(EVERYONE))]
     Organizer = Annotated[User, Depends(auth.require({ORGANIZER}))]
     Referee = Annotated[User, Depends(auth.require(REFEREES))]
     LightsEntry = Annotated[User, Depends(auth.require(REFEREES | {ORGANIZER}))]
-    Jury = Annotated[User, Depends(auth.require({JURY}))]
     Appellant = Annotated[User, Depends(auth.require(APPELLANTS))]
     AppealReader = Annotated[User, Depends(auth.require(APPELLANTS | {JURY, ORGANIZER}))]
     Auditor = Annotated[User, Depends(auth.require({ORGANIZER, JURY}))]
@@ -271,7 +290,7 @@ def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequenc
 
     @app.get("/api/attempts")
     async def attempts(user: AnyUser, limit: int = 200) -> list[dict[str, Any]]:
-        return store.recent_attempts(limit=max(1, min(limit, 1000)))
+        return _view(user).attempts(store.recent_attempts(limit=max(1, min(limit, 1000))))
 
     @app.get("/api/lifts")
     async def lifts(
@@ -281,14 +300,15 @@ def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequenc
         call: Literal["good", "no_lift", "undecided"] | None = None,
         limit: int = 200,
     ) -> list[dict[str, Any]]:
-        return store.lifts(lifter=lifter, attempt_number=attempt, call=call, limit=max(1, min(limit, 5000)))
+        rows = store.lifts(lifter=lifter, attempt_number=attempt, call=call, limit=max(1, min(limit, 5000)))
+        return _visible_lifts(user, rows, call)
 
     @app.get("/api/lifts/{lift_id}")
     async def lift(user: AnyUser, lift_id: int) -> dict[str, Any]:
         found = store.lift(lift_id)
         if found is None:
             raise HTTPException(404, f"no lift {lift_id}")
-        return found
+        return _view(user).lift(found)
 
     @app.get("/api/lifts/{lift_id}/replay")
     def replay(user: AnyUser, lift_id: int) -> dict[str, Any]:
@@ -297,13 +317,15 @@ def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequenc
         found = store.lift(lift_id)
         if found is None:
             raise HTTPException(404, f"no lift {lift_id}")
+        shown = _view(user).lift(found)
         panes = []
         for cam in found["cameras"]:
             clip, error = _cached_clip(cam)
             frames = store.pose_frames(cam["attempt_id"])
             url = f"/api/clip.mp4?attempt_id={cam['attempt_id']}"
-            panes.append(replay_payload(cam, frames, clip, error, url))
-        return {"lift": found, "panes": panes}
+            pane = replay_payload(cam, frames, clip, error, url)
+            panes.append(redact_pane(pane) if shown.get("hidden") else pane)  # shadow mode: no overlay
+        return {"lift": shown, "panes": panes}
 
     def _clip_for(cam: dict[str, Any]) -> tuple[Clip | None, str | None]:
         if state.archive is None:
@@ -362,16 +384,40 @@ def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequenc
         attempt: int | None = None,
         call: Literal["good", "no_lift", "undecided"] | None = None,
     ) -> PlainTextResponse:
-        rows = store.lifts(lifter=lifter, attempt_number=attempt, call=call, limit=100_000)
+        rows = _visible_lifts(
+            user, store.lifts(lifter=lifter, attempt_number=attempt, call=call, limit=100_000), call
+        )
         return PlainTextResponse(
             lifts_csv(rows),
             media_type="text/csv",
             headers={"Content-Disposition": 'attachment; filename="meetvar-history.csv"'},
         )
 
+    # --- the agreement report (shadow mode): JSON, CSV, a printable page --------------------------------
+
+    def _agreement(user: User, meet: str | None) -> dict[str, Any]:
+        return agreement_report(_view(user).lifts(store.lifts(limit=100_000)), meet=meet)
+
     @app.get("/api/agreement")
-    async def agreement(user: AnyUser) -> dict[str, Any]:
-        return store.agreement()
+    async def agreement(
+        user: AnyUser, meet: str | None = Query(default=None, max_length=100)
+    ) -> dict[str, Any]:
+        return _agreement(user, meet)
+
+    @app.get("/api/agreement.csv")
+    async def agreement_csv_route(
+        user: AnyUser, meet: str | None = Query(default=None, max_length=100)
+    ) -> PlainTextResponse:
+        return PlainTextResponse(
+            agreement_csv(_agreement(user, meet)),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="meetvar-agreement.csv"'},
+        )
+
+    @app.get("/agreement", response_class=HTMLResponse)
+    async def agreement_page(user: AnyUser, meet: str | None = Query(default=None, max_length=100)) -> str:
+        """Printable (print stylesheet, no script): what the organizer files after the meet."""
+        return agreement_html(_agreement(user, meet))
 
     # --- organizer: the meet, its platforms, cameras and accounts ------------------------------------
 
@@ -418,6 +464,26 @@ def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequenc
         )
         return out
 
+    @app.patch("/api/meets/{name}")
+    async def patch_meet(user: Organizer, name: str, body: MeetSettings) -> dict[str, Any]:
+        """Shadow mode on or off (and the appeal limit) for an existing meet."""
+        changed = body.model_dump(exclude_none=True)
+        if not changed:
+            raise HTTPException(422, "nothing to change: give shadow and/or appeal_limit")
+        try:
+            if body.shadow is not None:
+                set_shadow(store, name, body.shadow)
+            if body.appeal_limit is not None:
+                if not any(m["name"] == name for m in store.config()["meets"]):
+                    raise StoreError(f"no meet {name!r}; create it first", 404)
+                store.add_meet(name, body.appeal_limit)
+        except (ShadowError, StoreError) as exc:
+            raise HTTPException(exc.status, str(exc)) from exc
+        state.record(user, "meet_saved", f"meet/{name}", {"meet": name, **changed})
+        meet = next(m for m in store.config()["meets"] if m["name"] == name)
+        state.publish({"type": "meet", "meet": meet})
+        return meet
+
     @app.post("/api/platforms")
     async def add_platform(user: Organizer, body: NewPlatform) -> dict[str, Any]:
         try:
@@ -456,7 +522,8 @@ def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequenc
             raise _store_errors(exc) from exc
         state.record(user, "lights_entered", f"lift/{lift_id}", row)
         state.publish_lift(lift_id)
-        return store.lift(lift_id) or {}
+        found = store.lift(lift_id)
+        return {} if found is None else _view(user).lift(found)
 
     @app.post("/api/lifts/{lift_id}/override")
     async def override(user: Referee, lift_id: int, body: Override) -> dict[str, Any]:
@@ -480,14 +547,17 @@ def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequenc
         lifter = user.lifter if user.role in APPELLANTS else None
         if user.role in APPELLANTS and not lifter:
             return []
-        return store.appeals(status=status, lifter=lifter)
+        return appeals_with_votes(state, store.appeals(status=status, lifter=lifter))
 
     @app.post("/api/appeals")
     async def file_appeal(user: Appellant, body: NewAppeal) -> dict[str, Any]:
         if not user.lifter:
             raise HTTPException(403, "this account speaks for no lifter")
+        named = body.lifter or user.lifter
+        if fold(named) != fold(user.lifter):
+            raise HTTPException(403, f"this account speaks for {user.lifter}, not {named}")
         try:
-            row = store.file_appeal(body.lift_id, user.lifter, user.name, body.reason)
+            row = store.file_appeal(body.lift_id, named, user.name, body.reason)
         except StoreError as exc:
             raise _store_errors(exc) from exc
         state.record(
@@ -500,21 +570,8 @@ def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequenc
         state.publish_lift(body.lift_id)
         return row
 
-    @app.post("/api/appeals/{appeal_id}/decide")
-    async def decide_appeal(user: Jury, appeal_id: int, body: AppealDecision) -> dict[str, Any]:
-        try:
-            row = store.decide_appeal(appeal_id, user.name, body.reverse, body.note)
-        except StoreError as exc:
-            raise _store_errors(exc) from exc
-        state.record(
-            user,
-            "appeal_decided",
-            f"appeal/{appeal_id}",
-            {"status": row["status"], "lift": row["lift_id"], "meet": row["meet"]},
-        )
-        state.publish({"type": "appeal", "appeal": row})
-        state.publish_lift(int(row["lift_id"]))
-        return row
+    # The jury votes (POST /api/appeals/{id}/vote), signals, lights corrections, roster: dashboard/jury_api.py
+    add_jury_routes(app, state)
 
     # --- audit ---------------------------------------------------------------------------------------------
 
@@ -539,10 +596,10 @@ def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequenc
             await socket.close(code=1008, reason="log in first")
             return
         await socket.accept()
-        q = state.hub.subscribe()
+        q = state.hub.subscribe(sees_calls=sees_calls(user))
         WS_CLIENTS.inc()
         try:
-            last = await _catch_up(socket, since)
+            last = await _catch_up(socket, since, user)
             # A client that falls behind (its queue overflowed) is closed with SLOW_CLIENT_CLOSE, not left
             # silently without events: its page reconnects with ?since=<last seq> and catches up.
             pump = asyncio.ensure_future(_pump(socket, q, last))
@@ -580,24 +637,30 @@ def create_app(state: DashboardState, feed: Feed | None = None, routers: Sequenc
                 continue  # already sent in the snapshot or backlog
             await socket.send_json(event)
 
-    async def _catch_up(socket: WebSocket, since: int | None) -> int:
+    async def _catch_up(socket: WebSocket, since: int | None, user: User) -> int:
         """A page that (re)connects with its cursor gets exactly the events it missed; a new page, or
         one too far behind, gets a snapshot. Subscribed before reading, so nothing falls in between."""
         head = store.last_seq()
         if since is not None and 0 <= since <= head:
             backlog = store.events_after(since, BACKLOG_LIMIT + 1)
             if len(backlog) <= BACKLOG_LIMIT:
+                # Shadow mode: each missed event as this client may see it now (from the lights as
+                # they are now: a call revealed since is shown).
+                view = _view(user)
                 for event in backlog:
-                    await socket.send_json(event)
+                    shown = view.for_client(event)
+                    if shown is not None:
+                        await socket.send_json(shown)
                 last = backlog[-1]["seq"] if backlog else since
                 await socket.send_json({"type": "caught_up", "cursor": last, "replayed": len(backlog)})
                 return int(last)
+        view = _view(user)
         await socket.send_json(
             {
                 "type": "snapshot",
                 "cursor": head,
-                "attempts": store.recent_attempts(),
-                "lifts": store.lifts(limit=100),
+                "attempts": view.attempts(store.recent_attempts()),
+                "lifts": view.lifts(store.lifts(limit=100)),
                 "states": store.states(),
             }
         )

@@ -3,7 +3,8 @@
 Each entry's hash is sha256 over the previous entry's hash and the entry's own canonical JSON, so
 changing, removing or reordering any past entry breaks every hash after it; :func:`verify` walks the
 chain and names the first entry that does not match. The database layer never updates or deletes an
-entry (SQLite triggers refuse it; on PostgreSQL grant the service INSERT/SELECT only).
+entry (triggers refuse it, on SQLite and on PostgreSQL: see :mod:`dashboard.db`; on PostgreSQL also grant
+the service INSERT/SELECT only, so it cannot drop them).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from dashboard import db
 from stream_processors.schemas import canonical_json
@@ -55,9 +57,12 @@ class AuditLog:
     def __init__(self, engine: Engine, sink: AuditSink | None = None) -> None:
         self.engine = engine
         self.sink = sink
-        with engine.begin() as conn:
-            if conn.execute(select(db.audit_head.c.id)).first() is None:
-                conn.execute(insert(db.audit_head).values(id=1, last_id=0, hash=GENESIS))
+        try:
+            with engine.begin() as conn:
+                if conn.execute(select(db.audit_head.c.id)).first() is None:
+                    conn.execute(insert(db.audit_head).values(id=1, last_id=0, hash=GENESIS))
+        except IntegrityError:
+            pass  # another dashboard on the same database made the head at the same moment: it is there
 
     def append(
         self, actor: str, role: str, action: str, target: str, details: dict[str, Any] | None = None

@@ -207,8 +207,16 @@ class Auth:
     # --- one-time login tokens (how the demo lets its user in without any default password) -----
 
     def issue_login_token(self, user: User, ttl_s: int = LOGIN_TOKEN_TTL_S, token: str | None = None) -> str:
+        """Store a one-time login token (a new one, or ``token``). Issuing a given token again is a no-op:
+        a dashboard the supervisor restarts is handed the demo's token again, and must neither crash on
+        it nor re-arm it (a used token stays used, its expiry stays where it was)."""
         token = token or secrets.token_urlsafe(24)
         with self.engine.begin() as conn:
+            known = conn.execute(
+                select(db.login_tokens.c.token_hash).where(db.login_tokens.c.token_hash == _sha256(token))
+            ).first()
+            if known is not None:
+                return token
             conn.execute(
                 insert(db.login_tokens).values(
                     token_hash=_sha256(token), user_id=user.id, expires_us=_now_us() + ttl_s * 1_000_000

@@ -27,6 +27,8 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
+    inspect,
     text,
 )
 from sqlalchemy.pool import StaticPool
@@ -49,6 +51,9 @@ meets = Table(
     Column("name", String(100), primary_key=True),
     Column("appeal_limit", Integer, nullable=False, default=1),
     Column("created_us", BigInteger, nullable=False),
+    # Shadow mode (dashboard/shadow.py): the system's calls hidden from all but the organizer until
+    # the attempt's official lights are in.
+    Column("shadow", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 platforms = Table(
@@ -178,6 +183,32 @@ appeals = Table(
     UniqueConstraint("lift_id", "lifter", name="one_appeal_per_lift"),
 )
 
+# The jury of three (dashboard/jury.py): each member's vote on an appeal, with the required reason.
+appeal_votes = Table(
+    "appeal_votes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("appeal_id", BigId, ForeignKey("appeals.id"), nullable=False),
+    Column("juror", String(100), nullable=False),
+    Column("vote", String(10), nullable=False),  # uphold | reverse
+    Column("reason", Text, nullable=False),
+    Column("at_us", BigInteger, nullable=False),
+    UniqueConstraint("appeal_id", "juror", name="one_vote_per_juror"),
+)
+
+# The meet's lifters (dashboard/roster.py): appeals name one of them. ``key`` is the name folded
+# (case, spaces), so "ann  LEE" and "Ann Lee" are one lifter.
+roster = Table(
+    "roster",
+    metadata,
+    Column("meet", String(100), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("division", String(100)),
+    Column("source", String(20), nullable=False),  # organizer | openlifter | meet.state
+    Column("added_us", BigInteger, nullable=False),
+)
+
 events = Table(
     "events",
     metadata,
@@ -249,6 +280,26 @@ def database_url(target: str | Path) -> str:
     return f"sqlite:///{Path(text_target).resolve()}"
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """``create_all`` makes missing tables but never alters existing ones: a database made by an older
+    release gets the columns added since (each with a server default, so old rows stay valid)."""
+    have_tables = set(inspect(engine).get_table_names())
+    for table in metadata.sorted_tables:
+        if table.name not in have_tables:
+            continue
+        have = {c["name"] for c in inspect(engine).get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have or column.server_default is None:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            default = column.server_default.arg  # type: ignore[attr-defined]
+            default_sql = default.compile(dialect=engine.dialect) if hasattr(default, "compile") else default
+            null = "" if column.nullable else " NOT NULL"
+            add = f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}{null} DEFAULT {default_sql}'
+            with engine.begin() as conn:
+                conn.exec_driver_sql(add)
+
+
 def make_engine(target: str | Path) -> Engine:
     """Engine with the tables created. SQLite gets WAL and a busy timeout so the feed's writes and
     the request handlers' writes wait for each other instead of failing with "database is locked"."""
@@ -269,7 +320,29 @@ def make_engine(target: str | Path) -> Engine:
                 cur.execute("PRAGMA journal_mode=WAL")
             cur.close()
 
+    if engine.dialect.name == "postgresql":
+        # Two dashboards (or a dashboard and `meetvar users`) starting together on one database race on
+        # CREATE TABLE and CREATE OR REPLACE FUNCTION ("tuple concurrently updated"): one at a time.
+        with engine.connect() as lock:
+            lock.exec_driver_sql(f"SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})")
+            lock.commit()
+            try:
+                _create_schema(engine)
+            finally:
+                lock.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})")
+                lock.commit()
+    else:
+        _create_schema(engine)
+    return engine
+
+
+#: The advisory lock key that serialises schema set-up on a shared PostgreSQL (any fixed bigint).
+SCHEMA_LOCK_KEY = 0x6D656574766172  # "meetvar"
+
+
+def _create_schema(engine: Engine) -> None:
     metadata.create_all(engine)
+    _add_missing_columns(engine)
     if engine.dialect.name == "sqlite":
         with engine.begin() as conn:
             for stmt in _SQLITE_APPEND_ONLY:
@@ -278,4 +351,3 @@ def make_engine(target: str | Path) -> Engine:
         with engine.begin() as conn:
             for stmt in _POSTGRES_APPEND_ONLY:
                 conn.exec_driver_sql(stmt)
-    return engine

@@ -17,11 +17,15 @@ SLOW_CLIENT_REASON = "too slow: reconnect with ?since=<last seq> to catch up"
 
 
 class Subscription(asyncio.Queue[dict[str, Any]]):
-    """One client's queue of events, and the flag the hub raises when it overflowed."""
+    """One client's queue of events, and the flag the hub raises when it overflowed.
 
-    def __init__(self, maxsize: int) -> None:
+    ``sees_calls``: whether this client gets the system's calls while shadow mode hides them (only the
+    organizer does; see :mod:`dashboard.shadow`)."""
+
+    def __init__(self, maxsize: int, sees_calls: bool = True) -> None:
         super().__init__(maxsize)
         self.overflowed = asyncio.Event()
+        self.sees_calls = sees_calls
 
 
 class Hub:
@@ -29,19 +33,27 @@ class Hub:
         self._clients: set[Subscription] = set()
         self.queue_size = queue_size
 
-    def subscribe(self) -> Subscription:
-        q = Subscription(self.queue_size)
+    def subscribe(self, sees_calls: bool = True) -> Subscription:
+        q = Subscription(self.queue_size, sees_calls)
         self._clients.add(q)
         return q
 
     def unsubscribe(self, q: Subscription) -> None:
         self._clients.discard(q)
 
-    def publish(self, event: dict[str, Any]) -> None:
+    def publish(
+        self, event: dict[str, Any], redacted: dict[str, Any] | None = None, *, hide: bool = False
+    ) -> None:
+        """Fan ``event`` out. With ``hide`` (shadow mode hides its call), clients that do not see calls
+        get ``redacted`` instead, or nothing when it is None; the redaction is computed once per event
+        by the publisher, not once per client."""
         EVENTS.labels(type=str(event.get("type", "-"))).inc()
         for q in list(self._clients):
+            out = event if q.sees_calls or not hide else redacted
+            if out is None:
+                continue
             try:
-                q.put_nowait(event)
+                q.put_nowait(out)
             except asyncio.QueueFull:
                 # This client is too far behind: stop feeding it, and have its handler close it.
                 self._clients.discard(q)

@@ -18,7 +18,9 @@ from dashboard.audit import AuditLog
 from dashboard.auth import Auth, User
 from dashboard.hub import Hub
 from dashboard.replay import PAD_US, ChunkSource, compact_frame
-from dashboard.store import DashboardStore, now_us
+from dashboard.shadow import DROP, Redactor, lights_in
+from dashboard.signals import StateSink
+from dashboard.store import DashboardStore, StoreError, now_us
 from stream_processors.explainer import Explainer, Explanation
 
 log = structlog.get_logger()
@@ -110,7 +112,11 @@ class DashboardState:
         if explainer is not None:
             explainer._cache = _StoreCache(store)
         self.feed_error: str | None = None
+        # Where the head referee's signals go (dashboard.signals): meet.state through the broker, set
+        # while the Kafka feed runs; None: applied to this dashboard directly.
+        self.state_sink: StateSink | None = None
         self._pending_explanations: dict[str, dict[str, Any]] = {}
+        self._revealed: set[int] = set()  # shadow-mode lifts whose call has been published to everyone
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -123,13 +129,38 @@ class DashboardState:
         """Store the event in the cursor log (unless ephemeral, like explanation deltas), then push."""
         if persist:
             event = {**event, "seq": self.store.append_event(event)}
-        self.hub.publish(event)
+        # Shadow mode: the copy for everyone but the organizer, decided once for all clients.
+        public = Redactor(self.store).event(event)
+        if public is None:
+            self.hub.publish(event)
+        else:
+            self.hub.publish(event, None if public is DROP else public, hide=True)  # type: ignore[arg-type]
         return event
 
     def publish_lift(self, lift_id: int) -> None:
         lift = self.store.lift(lift_id)
-        if lift is not None:
-            self.publish({"type": "lift", "lift": lift})
+        if lift is None:
+            return
+        self.publish({"type": "lift", "lift": lift})
+        redactor = Redactor(self.store)
+        if lift["meet"] in redactor.shadow and lights_in(lift["lights"]) and lift_id not in self._revealed:
+            # Shadow mode: the official lights are in, so the call is now everyone's. One event says so,
+            # with each camera's decision and explanation (the lift event above carries the fused call).
+            self._revealed.add(lift_id)
+            self.publish(
+                {
+                    "type": "revealed",
+                    "lift_id": lift_id,
+                    "meet": lift["meet"],
+                    "platform": lift["platform"],
+                    "official": {
+                        "lights": {k: lift["lights"].get(k) for k in ("left", "head", "right")},
+                        "result": lift["lights_majority"],
+                    },
+                    "fused": lift["fused"],
+                    "attempts": lift["cameras"],
+                }
+            )
 
     # --- ingestion ---------------------------------------------------------------------------------
 
@@ -163,13 +194,28 @@ class DashboardState:
         if msg.get("official"):
             # An attempt's official lights from the meet software: onto its lift (or kept in the events
             # log for the lift to take when its first call arrives), not the platform's current state.
-            lift_id = self.store.set_official(msg)
+            try:
+                lift_id = self.store.set_official(msg)
+            except StoreError as exc:  # official lights are locked (dashboard.jury): logged, not applied
+                self._official_refused(msg, str(exc))
+                return
             self.publish({"type": "official", **msg, "lift_id": lift_id})
             if lift_id is not None:
                 self.publish_lift(lift_id)
             return
-        self.store.set_state(msg)
-        self.publish({"type": "state", **msg})
+        self.publish({"type": "state", **self.store.set_state(msg)})
+
+    def _official_refused(self, msg: dict[str, Any], why: str) -> None:
+        source = str(msg["official"].get("source") or "meet software")
+        target = "/".join(str(msg.get(k)) for k in ("meet", "platform", "lifter", "lift", "attempt_number"))
+        log.warning("dashboard.official_refused", target=target, why=why)
+        self.audit.append(
+            source[:100],
+            "meet_software",
+            "official_lights_refused",
+            target[:300],
+            {"meet": msg["meet"], "lights": msg["official"].get("lights"), "why": why},
+        )
 
     def on_pose(self, msg: dict[str, Any]) -> None:
         self.poses.on_pose(msg)

@@ -15,10 +15,11 @@ import csv
 import io
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Engine, and_, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from dashboard import db
@@ -26,6 +27,8 @@ from dashboard.fusion import fuse_cameras, is_split, lights_majority, official_r
 
 LIFT_TOLERANCE_US = 2_000_000
 DEFAULT_APPEAL_LIMIT = 1
+# PostgreSQL advisory lock that orders event appends (any constant unique to this use in the database).
+EVENTS_LOCK_KEY = 0x6D76_6576  # "mvev"
 
 
 def now_us() -> int:
@@ -71,12 +74,9 @@ class DashboardStore:
             if lift is not None:
                 lift_id = int(lift.id)
             else:
-                ctx = self._state_at(
-                    conn,
-                    msg["meet"],
-                    msg["platform"],
-                    int(attempt.get("capture_us", {}).get("start", bottom)),
-                )
+                # The attempt in force at the bottom: the rule that names the referee's attempt ids
+                # (stream_processors.attempts), so a lift and its ids never name different lifters.
+                ctx = self._state_at(conn, msg["meet"], msg["platform"], bottom)
                 res = conn.execute(
                     insert(db.lifts).values(
                         meet=msg["meet"],
@@ -278,8 +278,20 @@ class DashboardStore:
 
     # --- meet state -------------------------------------------------------------------------------
 
-    def set_state(self, msg: dict[str, Any]) -> None:
+    def set_state(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """The platform's state after ``msg`` (a signal keeps the attempt: dashboard.signals); a lifter
+        it names joins the meet's roster (dashboard.roster)."""
+        from dashboard.roster import note_lifter
+        from dashboard.signals import merge_state
+
         with self.engine.begin() as conn:
+            prev = conn.execute(
+                select(db.platforms.c.state).where(
+                    db.platforms.c.meet == msg["meet"], db.platforms.c.name == msg["platform"]
+                )
+            ).first()
+            msg = merge_state(json.loads(prev.state) if prev is not None and prev.state else None, msg)
+            note_lifter(conn, msg["meet"], msg.get("lifter"))
             res = conn.execute(
                 update(db.platforms)
                 .where(db.platforms.c.meet == msg["meet"], db.platforms.c.name == msg["platform"])
@@ -289,6 +301,7 @@ class DashboardStore:
                 conn.execute(
                     insert(db.platforms).values(meet=msg["meet"], name=msg["platform"], state=json.dumps(msg))
                 )
+        return msg
 
     def set_official(self, msg: dict[str, Any]) -> int | None:
         """The meet software's official lights (``meet.state`` with ``official``) onto the lift of the
@@ -311,13 +324,11 @@ class DashboardStore:
 
     @staticmethod
     def _put_official(conn: Any, lift_id: int, msg: dict[str, Any]) -> None:
-        given = msg["official"]["lights"]
-        values = {
-            k: given.get(k) if given.get(k) in ("good", "bad") else None for k in ("left", "head", "right")
-        }
+        """Never over official lights: see :func:`dashboard.jury.enter_official`."""
+        from dashboard.jury import enter_official
+
         by = msg["official"].get("source") or "meet software"
-        conn.execute(delete(db.lights).where(db.lights.c.lift_id == lift_id))
-        conn.execute(insert(db.lights).values(lift_id=lift_id, entered_by=by, entered_us=now_us(), **values))
+        enter_official(conn, lift_id, msg["official"]["lights"], by)
 
     @staticmethod
     def _official_for(conn: Any, meet: str, platform: str, ctx: dict[str, Any]) -> dict[str, Any] | None:
@@ -355,8 +366,8 @@ class DashboardStore:
 
     @staticmethod
     def _state_at(conn: Any, meet: str, platform: str, at_us: int) -> dict[str, Any]:
-        """The meet.state that was current when the attempt started (the next lifter may already be
-        called by the time the decision arrives), else the latest one."""
+        """The meet.state that was current at ``at_us`` (the next lifter may already be called by the
+        time the decision arrives), else the latest one."""
         rows = conn.execute(
             select(db.events.c.payload)
             .where(db.events.c.type == "state")
@@ -377,7 +388,16 @@ class DashboardStore:
     # --- events (the reconnect cursor) ------------------------------------------------------------
 
     def append_event(self, event: dict[str, Any]) -> int:
+        """Store one event; its seq is the cursor a reconnecting page sends back.
+
+        The cursor only works if events become visible in seq order. SQLite has one writer at a time,
+        so they do; PostgreSQL hands out sequence values at insert time, and a later seq can commit
+        before an earlier one, so a page reading in between would skip the earlier event forever.
+        A transaction-scoped advisory lock makes appenders (of every dashboard on the database)
+        take seq and commit one after the other."""
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK_KEY})
             res = conn.execute(
                 insert(db.events).values(at_us=now_us(), type=event["type"], payload=json.dumps(event))
             )
@@ -433,16 +453,12 @@ class DashboardStore:
 
     # --- the referees' lights, overrides, appeals ----------------------------------------------------
 
-    def set_lights(self, lift_id: int, values: dict[str, str | None], by: str) -> dict[str, Any]:
-        for k in ("left", "head", "right"):
-            if values.get(k) not in ("good", "bad", None):
-                raise StoreError(f"{k} light must be good, bad or empty", 422)
-        row = {k: values.get(k) for k in ("left", "head", "right")}
+    def set_lights(self, lift_id: int, values: Mapping[str, str | None], by: str) -> dict[str, Any]:
+        """Lights are locked once official: see :func:`dashboard.jury.enter_lights`."""
+        from dashboard.jury import enter_lights
+
         with self.engine.begin() as conn:
-            self._require_lift(conn, lift_id)
-            conn.execute(delete(db.lights).where(db.lights.c.lift_id == lift_id))
-            conn.execute(insert(db.lights).values(lift_id=lift_id, entered_by=by, entered_us=now_us(), **row))
-        return row
+            return enter_lights(conn, lift_id, values, by)
 
     def add_override(self, lift_id: int, by: str, role: str, verdict: str, reason: str) -> dict[str, Any]:
         if verdict not in ("good", "no_lift"):
@@ -467,7 +483,10 @@ class DashboardStore:
         """One appeal per lift, and at most the meet's limit (default 1) per lifter and meet."""
         with self.engine.begin() as conn:
             lift = self._require_lift(conn, lift_id)
-            if (lift["lifter"] or "").casefold() != lifter.casefold():
+            from dashboard.roster import fold, require_on_roster
+
+            lifter = require_on_roster(conn, lift["meet"], lifter)  # appeals name a roster lifter
+            if fold(lift["lifter"] or "") != fold(lifter):
                 raise StoreError("this lift is not yours to appeal", 403)
             limit_row = conn.execute(
                 select(db.meets.c.appeal_limit).where(db.meets.c.name == lift["meet"])
@@ -485,7 +504,7 @@ class DashboardStore:
             row = {
                 "lift_id": lift_id,
                 "meet": lift["meet"],
-                "lifter": lift["lifter"],
+                "lifter": lifter,  # the roster's spelling
                 "filed_by": by,
                 "reason": reason.strip()[:2000],
                 "filed_us": now_us(),
@@ -497,37 +516,6 @@ class DashboardStore:
                 raise StoreError("this lift has been appealed already") from exc
             assert res.inserted_primary_key is not None
         return {**row, "id": int(res.inserted_primary_key[0])}
-
-    def decide_appeal(self, appeal_id: int, by: str, reverse: bool, note: str) -> dict[str, Any]:
-        """The jury may reverse only a 2–1 decision; it may always uphold."""
-        with self.engine.begin() as conn:
-            a = conn.execute(select(db.appeals).where(db.appeals.c.id == appeal_id)).mappings().first()
-            if a is None:
-                raise StoreError(f"no appeal {appeal_id}", 404)
-            if a["status"] != "pending":
-                raise StoreError(f"appeal {appeal_id} was decided already ({a['status']})")
-            if reverse:
-                lights = (
-                    conn.execute(select(db.lights).where(db.lights.c.lift_id == a["lift_id"]))
-                    .mappings()
-                    .first()
-                )
-                if lights is None:
-                    raise StoreError(
-                        "enter the referees' lights first: the jury reverses only a 2–1 decision"
-                    )
-                if not is_split(dict(lights)):
-                    raise StoreError(
-                        "the referees' decision was unanimous: the jury may reverse only a 2–1 decision"
-                    )
-            status = "reversed" if reverse else "upheld"
-            conn.execute(
-                update(db.appeals)
-                .where(db.appeals.c.id == appeal_id)
-                .values(status=status, decided_by=by, decided_us=now_us(), note=note.strip()[:2000])
-            )
-            out = conn.execute(select(db.appeals).where(db.appeals.c.id == appeal_id)).mappings().one()
-        return dict(out)
 
     def appeals(self, status: str | None = None, lifter: str | None = None) -> list[dict[str, Any]]:
         q = select(db.appeals).order_by(db.appeals.c.id)
@@ -656,21 +644,11 @@ class DashboardStore:
 
     # --- history --------------------------------------------------------------------------------------
 
-    def agreement(self) -> dict[str, Any]:
-        """Shadow mode: how often the system's fused call matched the referees' lights."""
-        lifts = self.lifts(limit=100_000)
-        with_lights = [lift for lift in lifts if lift["lights_majority"] is not None]
-        compared = [lift for lift in with_lights if lift["fused"]["verdict"] != "undecided"]
-        agree = sum(1 for lift in compared if lift["fused"]["verdict"] == lift["lights_majority"])
-        return {
-            "lifts": len(lifts),
-            "with_lights": len(with_lights),
-            "system_undecided": len(with_lights) - len(compared),
-            "compared": len(compared),
-            "agree": agree,
-            "disagree": len(compared) - agree,
-            "rate": None if not compared else round(agree / len(compared), 4),
-        }
+    def agreement(self, meet: str | None = None, base_url: str = "") -> dict[str, Any]:
+        """The system's calls against the official lights (see :mod:`dashboard.agreement`)."""
+        from dashboard.agreement import report
+
+        return report(self.lifts(limit=100_000), meet=meet, base_url=base_url)
 
 
 CSV_FIELDS = (
@@ -703,6 +681,8 @@ def lifts_csv(lifts: list[dict[str, Any]]) -> str:
     w.writerow(CSV_FIELDS)
     for lift in lifts:
         lights = lift["lights"] or {}
+        # Shadow mode hides the call from some readers (dashboard/shadow.py): fused is None then.
+        fused = lift["fused"] or {"verdict": "hidden", "margin_cm": None, "confidence": ""}
         w.writerow(
             [
                 lift["id"],
@@ -714,10 +694,10 @@ def lifts_csv(lifts: list[dict[str, Any]]) -> str:
                 lift["weight_kg"] or "",
                 lift["rep"],
                 lift["bottom_us"],
-                lift["fused"]["verdict"],
-                "" if lift["fused"]["margin_cm"] is None else lift["fused"]["margin_cm"],
-                lift["fused"]["confidence"],
-                " ".join(f"{c['camera']}:{c['attempt']['verdict']}" for c in lift["cameras"]),
+                fused["verdict"],
+                "" if fused["margin_cm"] is None else fused["margin_cm"],
+                fused["confidence"],
+                " ".join(f"{c['camera']}:{c['attempt'].get('verdict', 'hidden')}" for c in lift["cameras"]),
                 lights.get("left") or "",
                 lights.get("head") or "",
                 lights.get("right") or "",

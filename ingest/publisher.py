@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,12 +140,43 @@ async def publish_file(
     speed: float = 1.0,
     inline_limit: int = DEFAULT_INLINE_LIMIT,
     start_us: int | None = None,
+    resume: ChunkMeta | None = None,
 ) -> StreamStats:
-    """Stream one pass of a file as a camera, paced at ``speed`` × real time (0 = as fast as possible)."""
+    """Stream one pass of a file as a camera, paced at ``speed`` × real time (0 = as fast as possible).
+
+    ``resume``: the last chunk the broker has of an unfinished pass of this file (see
+    :mod:`ingest.resume`); the pass goes on after it, under its stream start, sending no chunk twice.
+    """
+    if resume is not None:
+        start_us = resume.stream_start_us
     start = start_us if start_us is not None else time.time_ns() // 1000
     sink = ChunkSink(producer, camera, store, start_us=start, inline_limit=inline_limit)
-    async for chunk in paced(chunks_from_file(path, start_us=start), speed=speed):
+    chunks = chunks_from_file(path, start_us=start)
+    if resume is not None:
+        chunks = _after(chunks, resume)
+        sink.stats.chunks = resume.seq + 1
+        sink.stats.frames = resume.first_frame_index + len(resume.capture_us)
+    async for chunk in paced(chunks, speed=speed):
         await sink.send(chunk)
     await sink.end()
     log.info("ingest.stream_done", camera=camera.key, **sink.stats.__dict__)
     return sink.stats
+
+
+class ResumeMismatch(ValueError):
+    """The file's chunks do not continue the stream the broker has (another file, another chunking)."""
+
+
+def _after(chunks: Iterator[Chunk], last: ChunkMeta) -> Iterator[Chunk]:
+    """The chunks after ``last``, once the file's chunk of the same ``seq`` is proved to be it."""
+    for chunk in chunks:
+        if chunk.seq < last.seq:
+            continue
+        if chunk.seq == last.seq:
+            if list(chunk.capture_us) != list(last.capture_us):
+                raise ResumeMismatch(
+                    f"chunk {last.seq} of this file does not match the stream {last.stream_start_us}"
+                    " on the broker: not resuming it"
+                )
+            continue
+        yield chunk

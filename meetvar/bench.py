@@ -57,7 +57,7 @@ def _cpu_s() -> float:
 
 def _percentiles(ms: list[float]) -> dict[str, float]:
     a = np.asarray(ms, dtype=np.float64)
-    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p99_ms": round(float(np.percentile(a, 99)), 2)}
+    return {f"p{q}_ms": round(float(np.percentile(a, q)), 2) for q in (50, 95, 99)}
 
 
 def machine() -> dict[str, Any]:
@@ -333,20 +333,23 @@ async def _watch_decisions(port: int, wanted: int, timeout: float) -> list[dict[
             await asyncio.sleep(0.3)
 
 
-def live_latency(video: Path | None, decisions: int, timeout: float, memory: bool = False) -> dict[str, Any]:
-    """Start ``meetvar demo --once`` (real broker and services; ``memory``: the in-memory broker instead
-    of the durable one on S3) and time each decision's trip from the attempt's end capture time to the
-    WebSocket."""
+def live_latency(
+    video: Path | None, decisions: int, timeout: float, memory: bool = False, cameras: int = 1
+) -> dict[str, Any]:
+    """Start ``meetvar demo --once`` on ``cameras`` cameras (real broker and services; ``memory``: the
+    in-memory broker instead of the durable one on S3) and time each camera decision's trip from the
+    attempt's end capture time to the WebSocket (``decisions`` per camera)."""
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="meetvar-bench-live-") as data:
         cmd = [sys.executable, "-m", "meetvar.cli", "demo", "--once", "--port", str(port), "--data-dir", data]
+        cmd += ["--cameras", str(cameras)]
         if video is not None:
             cmd += ["--video", str(video)]
         if memory:
             cmd += ["--memory"]
         demo = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            events = asyncio.run(_watch_decisions(port, decisions, timeout))
+            events = asyncio.run(_watch_decisions(port, decisions * cameras, timeout))
         finally:
             demo.send_signal(signal.SIGINT)
             try:
@@ -366,6 +369,7 @@ def latency_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
         end_us = int(attempt.get("capture_us", {}).get("end", 0))
         rows.append(
             {
+                "camera": e.get("camera"),
                 "rep": attempt.get("rep"),
                 "end_to_websocket_ms": round((e["arrived_us"] - end_us) / 1000.0, 1),
                 "end_to_decided_ms": round((int(e.get("decided_us", end_us)) - end_us) / 1000.0, 1),
@@ -374,6 +378,26 @@ def latency_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
         )
     lat = [r["end_to_websocket_ms"] for r in rows]
     return {"decisions": rows, "max_end_to_websocket_ms": max(lat) if lat else None}
+
+
+def latency_by_cameras(
+    video: Path | None, camera_counts: list[int], rounds: int, decisions: int, timeout: float, memory: bool
+) -> dict[str, Any]:
+    """p50/p95 of attempt end → WebSocket per camera count, over ``rounds`` demo runs each."""
+    out: dict[str, Any] = {}
+    for n in camera_counts:
+        rows: list[dict[str, Any]] = []
+        for r in range(rounds):
+            got = live_latency(video, decisions, timeout, memory=memory, cameras=n)["decisions"]
+            rows += [{**row, "round": r} for row in got]
+            print(f"live, {n} camera(s), round {r + 1}/{rounds}: {len(got)} decisions", file=sys.stderr)
+        lat = [float(row["end_to_websocket_ms"]) for row in rows]
+        out[str(n)] = {
+            "decisions": len(rows),
+            "end_to_websocket_ms": _percentiles(lat) if lat else None,
+            "rows": rows,
+        }
+    return out
 
 
 def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
@@ -406,7 +430,16 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         }
     if not args.no_live:
         live_video = Path(args.live_video) if args.live_video else None
-        result["live"] = live_latency(
-            live_video, args.decisions, args.timeout, memory=getattr(args, "memory_broker", False)
+        counts = [int(c) for c in str(getattr(args, "cameras", "1")).split(",") if c.strip()]
+        result["broker"] = (
+            "memory" if getattr(args, "memory_broker", False) else "durable (Tansu on SeaweedFS S3)"
+        )
+        result["live"] = latency_by_cameras(
+            live_video,
+            counts,
+            max(1, getattr(args, "rounds", 1)),
+            args.decisions,
+            args.timeout,
+            getattr(args, "memory_broker", False),
         )
     return result

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "meetvar.cmd_bench",
     "gpu_service.rtmpose_export",
     "meetvar.cmd_meetsoftware",
+    "meetvar.reports.cli",
     "meetvar.cmd_metrics",  # last: adds --metrics-port to the services registered before it
 )
 
@@ -148,6 +149,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _liftingcast_link(args: argparse.Namespace) -> Any:
+    """The demo's ``--liftingcast*`` flags as one link, or None; a half-given link is a user error."""
+    from meetvar.demo import LiftingCastLink
+
+    if not args.liftingcast:
+        return None
+    if not args.liftingcast.startswith(("ws://", "wss://")):
+        raise UserError(
+            f"--liftingcast {args.liftingcast!r}: a LiftingCast feed URL starts with ws:// or wss://"
+        )
+    missing = [
+        flag
+        for flag, value in (
+            ("--liftingcast-meet-id", args.liftingcast_meet_id),
+            ("--liftingcast-password", args.liftingcast_password),
+            ("--liftingcast-platform", args.liftingcast_platform),
+        )
+        if not value
+    ]
+    if missing:
+        raise UserError(f"--liftingcast needs {', '.join(missing)} too")
+    return LiftingCastLink(
+        args.liftingcast,
+        args.liftingcast_meet_id,
+        args.liftingcast_password,
+        args.liftingcast_platform,
+        api_key=args.liftingcast_api_key,
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from meetvar.demo import Demo
 
@@ -161,6 +192,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         speed=args.speed,
         camera=_camera_id(args.camera),
         memory=args.memory,
+        cameras=args.cameras,
+        liftingcast=_liftingcast_link(args),
     ).run()
 
 
@@ -175,6 +208,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             args.store,
             args.loop,
             args.speed,
+            resume=args.resume,
+            inline_limit=args.inline_limit,
         )
     )
 
@@ -232,10 +267,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=1.0, help="playback speed; 0 = as fast as possible")
     demo.add_argument("--camera", default=DEFAULT_CAMERA, help="camera id meet/platform/camera")
     demo.add_argument(
+        "--cameras",
+        type=int,
+        default=1,
+        help="stream the clip on N cameras, one per platform (platform-1, platform-2, …; default 1)",
+    )
+    demo.add_argument(
         "--memory",
         action="store_true",
         help="keep the broker in memory (default: durable, on a SeaweedFS S3 store in the data dir)",
     )
+    demo.add_argument(
+        "--liftingcast",
+        metavar="URL",
+        help="follow this LiftingCast live feed (ws:// or wss://): its lifters, weights and lights name"
+        " the demo's attempts",
+    )
+    demo.add_argument("--liftingcast-meet-id", help="the LiftingCast meet id (with --liftingcast)")
+    env_option(
+        demo,
+        "--liftingcast-password",
+        env="MEETVAR_LIFTINGCAST_PASSWORD",
+        help="the LiftingCast meet's password (with --liftingcast)",
+    )
+    demo.add_argument(
+        "--liftingcast-platform",
+        metavar="LC_PLATFORM_ID",
+        help="the LiftingCast platform whose attempts are the demo camera's (with --liftingcast)",
+    )
+    demo.add_argument("--liftingcast-api-key", help="LiftingCast API key, if the feed needs one")
     demo.set_defaults(func=cmd_demo)
 
     judge = sub.add_parser("judge", help="judge a recorded video offline with the same referee core")
@@ -275,12 +335,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ing.add_argument("--loop", action="store_true")
     ing.add_argument("--speed", type=float, default=1.0)
+    ing.add_argument(
+        "--inline-limit",
+        type=int,
+        metavar="BYTES",
+        help="chunks larger than this go to --store as claim checks (default 900000: under Kafka's 1 MB)",
+    )
+    ing.add_argument(
+        "--resume",
+        action="store_true",
+        help="first finish the pass a killed run of this camera left unfinished on the broker",
+    )
     ing.set_defaults(func=cmd_ingest)
 
     pw = sub.add_parser("pose-worker", help="consume video.chunks, produce poses")
     env_option(pw, "--broker", env="MEETVAR_BROKER", required=True, help="Kafka bootstrap HOST:PORT")
     env_option(
-        pw, "--store", env="MEETVAR_STORE", required=True, help="where ingest's claim checks are: folder or s3://"
+        pw,
+        "--store",
+        env="MEETVAR_STORE",
+        required=True,
+        help="where ingest's claim checks are: folder or s3://",
     )
     env_option(
         pw,

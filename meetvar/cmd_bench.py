@@ -1,4 +1,4 @@
-"""``meetvar bench pose|pipeline|workers|ingest|fuzz``: benchmarks that print their figures as JSON, last.
+"""``meetvar bench pose|pipeline|workers|ingest|fuzz|chaos|soak|broker``: benchmarks printing JSON, last.
 
 ``pose`` and ``pipeline`` live in :mod:`meetvar.bench`; ``ingest`` is :mod:`meetvar.bench_ingest`'s
 ``run_bench_ingest`` when that module is installed (it is looked up when the command runs, so this
@@ -60,6 +60,30 @@ def register(sub: Any) -> None:
     fuzz.add_argument("--json", action="store_true", help="print only the JSON")
     fuzz.set_defaults(func=cmd_bench_fuzz)
 
+    from meetvar.benchmarks import chaos, soak  # light: their heavy imports happen when they run
+
+    chaos_p = kinds.add_parser(
+        "chaos", help="kill -9 every service of a 3-camera demo mid-attempt: attempts lost, doubled, changed"
+    )
+    chaos.add_arguments(chaos_p)
+    chaos_p.set_defaults(func=cmd_bench_chaos)
+    soak_p = kinds.add_parser(
+        "soak", help="a demo looping the clip on N cameras for M minutes: memory slope, lag, decisions"
+    )
+    soak.add_arguments(soak_p)
+    soak_p.set_defaults(func=cmd_bench_soak)
+
+    broker = kinds.add_parser(
+        "broker", help="the embedded broker's CPU cost as its log grows (durable S3 default or --memory)"
+    )
+    broker.add_argument("--memory", action="store_true", help="the in-memory broker instead of S3")
+    broker.add_argument("--cameras", type=int, default=1, help="pose streams produced (default 1)")
+    broker.add_argument("--consumers", type=int, default=3, help="consumer groups reading (default 3)")
+    broker.add_argument("--segments", type=int, default=6, help="segments measured (default 6)")
+    broker.add_argument("--segment-s", type=float, default=10.0, help="seconds per segment (default 10)")
+    broker.add_argument("--json", action="store_true", help="print only the JSON")
+    broker.set_defaults(func=cmd_bench_broker)
+
 
 def add_pose_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video", help="clip to measure on (default: the bundled clip scaled to 720p)")
@@ -81,7 +105,9 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-live", action="store_true", help="skip the live (demo) latency part")
     p.add_argument("--live-video", help="clip the live part streams (default: the bundled clip)")
-    p.add_argument("--decisions", type=int, default=2, help="decisions to wait for in the live part")
+    p.add_argument("--decisions", type=int, default=2, help="decisions per camera in the live part")
+    p.add_argument("--cameras", default="1", help="comma-separated camera counts for the live part, e.g. 1,3")
+    p.add_argument("--rounds", type=int, default=1, help="demo runs per camera count (p50/p95 over all)")
     p.add_argument(
         "--memory-broker", action="store_true", help="live part on the in-memory broker (demo --memory)"
     )
@@ -158,3 +184,28 @@ def cmd_bench_fuzz(args: argparse.Namespace) -> int:
         httpx_log.setLevel(httpx_level)
     _emit(result, args.json)
     return 1 if result["crashes"] else 0
+
+
+def cmd_bench_chaos(args: argparse.Namespace) -> int:
+    """Exit 1 when any attempt was lost, doubled, changed or made up."""
+    from meetvar.benchmarks.chaos import run_chaos
+
+    result = run_chaos(args)
+    _emit(result, args.json)
+    return 0 if result["ok"] else 1
+
+
+def cmd_bench_broker(args: argparse.Namespace) -> int:
+    from meetvar.benchmarks.broker_cost import bench_broker
+
+    if args.cameras < 1 or args.consumers < 0 or args.segments < 2 or args.segment_s <= 0:
+        raise UserError("--cameras ≥ 1, --consumers ≥ 0, --segments ≥ 2 and --segment-s > 0")
+    result = bench_broker(not args.memory, args.cameras, args.consumers, args.segments, args.segment_s)
+    _emit(result, args.json)
+    return 0
+
+
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from meetvar.benchmarks.soak import run_soak
+
+    return _emit(run_soak(args), args.json)

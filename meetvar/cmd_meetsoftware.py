@@ -8,13 +8,16 @@ import asyncio
 from typing import Any
 
 from meetvar.errors import UserError
+from meetvar.settings import env_option
 
 
 def register(sub: Any) -> None:
     lc = sub.add_parser("liftingcast", help="follow a LiftingCast live feed into meet.state")
     lc.add_argument("url", help="the feed's WebSocket URL (ws:// or wss://)")
     lc.add_argument("--meet-id", required=True, help="LiftingCast meet id")
-    lc.add_argument("--password", required=True, help="the meet's password")
+    env_option(
+        lc, "--password", env="MEETVAR_LIFTINGCAST_PASSWORD", required=True, help="the meet's password"
+    )
     lc.add_argument("--api-key", help="API key (the hosted service allows one connection per key)")
     lc.add_argument("--broker", required=True, help="Kafka bootstrap HOST:PORT")
     lc.add_argument("--meet", required=True, help="our meet name (first part of the keys)")

@@ -10,6 +10,11 @@ The broker is durable by default: Tansu keeps its log on SeaweedFS (``weed mini`
 ``DATA/s3`` (credentials in ``DATA/s3/s3.json``, kept for the next start on the same ``--data-dir``), so a
 broker restart loses nothing. ``--memory`` keeps the broker in memory (nothing survives a broker restart).
 
+With ``--liftingcast URL`` the demo also follows a LiftingCast live feed (``meetvar liftingcast``, one
+more supervised service): the mapped LiftingCast platform's current attempt names the demo camera's lifts
+and the referees' lights become their official result. A refused connection (bad meet id or password)
+leaves that service ``failed`` with its reason, not retried all day; a dropped one reconnects.
+
 To add a service (e.g. an explainer), add one entry to :meth:`Demo.services`.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import secrets
 import signal
 import socket
@@ -97,6 +103,17 @@ def _tail(path: Path, chars: int = 4000) -> str:
         return ""
 
 
+@dataclass(frozen=True)
+class LiftingCastLink:
+    """Where the demo's meet software is: a LiftingCast feed and which of its platforms is ours."""
+
+    url: str
+    meet_id: str
+    password: str
+    platform: str  # LiftingCast's platform id, mapped to the demo camera's platform
+    api_key: str | None = None
+
+
 @dataclass
 class Demo:
     video: Path
@@ -107,8 +124,11 @@ class Demo:
     speed: float = 1.0
     camera: str = "demo/platform-1/side"
     memory: bool = False
+    cameras: int = 1
+    liftingcast: LiftingCastLink | None = None
 
     def run(self) -> int:
+        self.camera_ids()  # a bad --cameras is an error before anything starts
         check_port_free(self.host, self.port)
         data = self.data_dir or Path(tempfile.mkdtemp(prefix="meetvar-demo-"))
         logs = data / "logs"
@@ -131,11 +151,14 @@ class Demo:
                 f"  sign in     {url}/#login={login_token}   (one-time organizer login, valid 1 h;"
                 f" without it the page is read-only)\n"
                 f"  broker      Tansu (Kafka protocol) at {bootstrap}, {where}\n"
-                f"  services    ingest ({self.video.name}, {'looping' if self.loop else 'once'}), "
+                f"  services    ingest ({self.video.name}, {'looping' if self.loop else 'once'}"
+                f"{'' if self.speed == 1 else f', speed {self.speed:g}'}"
+                f", {len(self.camera_ids())} camera(s): {', '.join(self.camera_ids())}), "
                 f"pose worker (BlazePose, ONNX Runtime CPU), referee (faust), archiver;"
                 f" restarted when they crash ({data / 'supervisor.json'}, {url}/api/health)\n"
                 f"  cameras     WHIP at {url}/whip/<meet~platform~camera> (tokens: meetvar whip-token …"
                 f" --tokens {data / 'whip-tokens.json'}), phone page {url}/whip/publish\n"
+                f"  meet        {self._meet_line(bootstrap)}\n"
                 f"  data, logs  {data}\n"
                 f"Press Ctrl-C to stop everything.",
                 flush=True,
@@ -151,22 +174,36 @@ class Demo:
             supervisor.stop_all()
             signal.signal(signal.SIGTERM, previous)
 
+    def camera_ids(self) -> list[str]:
+        """The cameras streamed: ``--camera`` and, with ``--cameras N``, the same camera on the next
+        N-1 platforms (``demo/platform-1/side`` → ``demo/platform-2/side`` …), each its own ingest
+        service. Separate platforms, so each camera's calls are its own (no fusion between them)."""
+        return demo_cameras(self.camera, self.cameras)
+
+    def ingest_services(self, bootstrap: str, store: str) -> list[Service]:
+        """One supervised ingest per camera: ``ingest`` alone, ``ingest-1`` … ``ingest-N`` for several.
+
+        ``--resume``: a restarted ingest continues the stream it was killed in, from the chunk after
+        the last one the broker has, so a crash of the source loses and doubles no frame."""
+        cameras = self.camera_ids()
+        services = []
+        for k, camera in enumerate(cameras, start=1):
+            argv = ["ingest", str(self.video), "--broker", bootstrap, "--camera", camera]
+            argv += ["--store", store, "--speed", str(self.speed), "--resume"]
+            services.append(
+                meetvar_service(
+                    ingest_service_name(k, len(cameras)),
+                    [*argv, "--loop"] if self.loop else argv,
+                    restart="always" if self.loop else "on-failure",
+                    stop_order=STOP_SOURCE,
+                )
+            )
+        return services
+
     def services(self, bootstrap: str, data: Path, login_token: str) -> list[Service]:
         """The demo's services after the broker, started in this order. Add a service here."""
         b = bootstrap
         store = str(data / "objects")
-        ingest = [
-            "ingest",
-            str(self.video),
-            "--broker",
-            b,
-            "--camera",
-            self.camera,
-            "--store",
-            store,
-            "--speed",
-            str(self.speed),
-        ]
         return [
             meetvar_service(
                 "dashboard",
@@ -204,12 +241,40 @@ class Demo:
                 "archiver", ["archiver", "--broker", b, "--store", store], stop_order=STOP_CONSUMERS
             ),
             # Streamed once (--once), ingest is done when it exits 0; looping, it is restarted like the rest.
+            *self.ingest_services(b, store),
+            *self._meet_software(b),
+        ]
+
+    def _meet_line(self, bootstrap: str) -> str:
+        meet, platform, camera = self.camera.split("/")
+        where = f"meet {meet!r}, platform {platform!r}, camera {camera!r}"
+        if self.liftingcast is not None:
+            lc = self.liftingcast
+            return f"{where}; lifters and lights from LiftingCast {lc.url} (its platform {lc.platform})"
+        return (
+            f"{where}; to take lifters and lights from LiftingCast: meetvar liftingcast URL --meet-id ID"
+            f" --password PW --broker {bootstrap} --meet {meet} --platform LC_PLATFORM_ID={platform}"
+        )
+
+    def _meet_software(self, bootstrap: str) -> list[Service]:
+        """The LiftingCast follower, when asked for: it names the lifts on the demo camera's platform."""
+        lc = self.liftingcast
+        if lc is None:
+            return []
+        meet, platform, _ = self.camera.split("/")
+        argv = ["liftingcast", lc.url, "--meet-id", lc.meet_id, "--broker", bootstrap, "--meet", meet]
+        argv += ["--platform", f"{lc.platform}={platform}"]
+        if lc.api_key:
+            argv += ["--api-key", lc.api_key]
+        # The password in the environment, not argv (which any local user can read).
+        return [
             meetvar_service(
-                "ingest",
-                [*ingest, "--loop"] if self.loop else ingest,
-                restart="always" if self.loop else "on-failure",
+                "liftingcast",
+                argv,
+                env={"MEETVAR_LIFTINGCAST_PASSWORD": lc.password},
                 stop_order=STOP_SOURCE,
-            ),
+                final_codes=frozenset({UserError.exit_code}),
+            )
         ]
 
     def _start_broker(self, supervisor: Supervisor, data: Path, logs: Path) -> tuple[str, str]:
@@ -272,7 +337,17 @@ class Demo:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _report_exit(self, name: str, code: int, tail: str) -> None:
-        if name == "ingest" and code == 0 and not self.loop:
+        if name == "liftingcast" and code == UserError.exit_code:
+            last = tail.strip().splitlines()[-1] if tail.strip() else "see its log"
+            print(
+                f"meetvar: the LiftingCast feed is not followed: {last}\n"
+                "  fix --liftingcast-meet-id / --liftingcast-password and start the demo again;"
+                " everything else keeps running.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        if name.startswith("ingest") and code == 0 and not self.loop:
             print(
                 "demo: the clip has been streamed once; the dashboard stays up. Ctrl-C to stop.", flush=True
             )
@@ -283,6 +358,25 @@ class Demo:
             file=sys.stderr,
             flush=True,
         )
+
+
+def ingest_service_name(k: int, cameras: int) -> str:
+    """The supervised name of camera ``k``'s (1-based) ingest: ``ingest`` when it is the only one."""
+    return "ingest" if cameras == 1 else f"ingest-{k}"
+
+
+def demo_cameras(first: str, count: int) -> list[str]:
+    """``count`` camera ids: ``first`` (meet/platform/camera), then the same camera on the platforms
+    numbered after it (``platform-1`` → ``platform-2`` …; a platform without a number gets ``-2`` …)."""
+    if count < 1:
+        raise UserError(f"--cameras must be at least 1, got {count}")
+    meet, platform, camera = first.split("/")
+    match = re.fullmatch(r"(.+?)-?(\d+)", platform)
+    base, number = (match.group(1), int(match.group(2))) if match else (platform, 1)
+    out = [first]
+    for k in range(1, count):
+        out.append(f"{meet}/{base}-{number + k}/{camera}")
+    return out
 
 
 def _wait_s3(s3: SeaweedS3, proc: Popen[bytes]) -> None:

@@ -36,6 +36,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "MEETVAR_POSE_THREADS": ("--threads", "pose worker: CPU threads of the pose model"),
     "MEETVAR_POSE_PRECISION": ("--precision", "pose worker: fp32 or fp16 (GPU backends)"),
     "MEETVAR_WHIP_TOKENS": ("--tokens", "WHIP camera tokens file (hashed): dashboard and `meetvar whip`"),
+    "MEETVAR_LIFTINGCAST_PASSWORD": ("--password", "meetvar liftingcast: the LiftingCast meet's password"),
     "MEETVAR_LOGIN_TOKEN": ("", "dashboard: a one-time organizer login token, read once and removed"),
     "ANTHROPIC_API_KEY": ("", "explanations by Claude; without it a deterministic template"),
     "MEETVAR_CLAUDE_MODEL": ("", "the Claude model of the explanations (default claude-sonnet-4-5)"),

@@ -86,6 +86,9 @@ class Service:
     :param stop_order: lower stops first; equal orders stop together (sources, then consumers, then
         the broker and the store they write to).
     :param stop_grace: seconds between SIGTERM and SIGKILL at stop.
+    :param final_codes: exit codes after which a restart cannot help (a refused password, a bad
+        argument): the service is left ``failed`` and its last log lines say why, instead of knocking
+        on the same door with backoff all day.
     """
 
     name: str
@@ -95,6 +98,7 @@ class Service:
     restart: RestartPolicy = "always"
     stop_order: int = 50
     stop_grace: float = 8.0
+    final_codes: frozenset[int] = frozenset()
 
 
 def meetvar_service(name: str, args: Sequence[str], **kwargs: Any) -> Service:
@@ -112,7 +116,7 @@ class _Child:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = None
-    state: Literal["starting", "running", "backoff", "done", "stopped"] = "starting"
+    state: Literal["starting", "running", "backoff", "done", "failed", "stopped"] = "starting"
     restarts: int = 0
     streak: int = 0  # exits in a row without staying up stable_after seconds
     started_at: float = 0.0  # monotonic
@@ -284,6 +288,11 @@ class Supervisor:
         if code == 0 and child.spec.restart == "on-failure":
             child.state = "done"
             log.info("supervisor.service_done", service=name)
+            self._write_status()
+            return
+        if code in child.spec.final_codes:
+            child.state = "failed"
+            log.error("supervisor.service_failed", service=name, exit=code, log=str(child.log_path))
             self._write_status()
             return
         uptime = now - child.started_at

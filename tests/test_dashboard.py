@@ -1,6 +1,11 @@
 """The dashboard through its HTTP and WebSocket API: roles on every route, origin checks, sessions,
 the hash-chained audit log, appeals and the jury, fusion, history, reconnect, replays and Claude's
-streamed explanations against a local server that speaks the Messages API."""
+streamed explanations against a local server that speaks the Messages API.
+
+Every test runs twice, on SQLite and on a real PostgreSQL (ids end in ``[sqlite]`` / ``[postgres]``):
+``new_state()`` takes a fresh, empty database of the current back end from the ``databases`` fixture
+of tests/conftest.py, so the routes, the replay, the audit chain and the appeals are checked on the
+database a venue deploys as well as on the default."""
 
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 from starlette.routing import Mount, WebSocketRoute
 
 from dashboard import db
@@ -34,6 +39,7 @@ from dashboard.store import DashboardStore
 from stream_processors.explainer import Explainer, build_prompt, decision_from_attempt, prompt_for_attempt
 from stream_processors.object_store import LocalObjectStore
 from tests.browser import STREAM_START_US, synthetic_decisions, with_verdict
+from tests.postgres import Databases
 
 OWN = {"origin": "http://testserver"}
 PASSWORD = "a-long-test-password"
@@ -52,12 +58,32 @@ PUBLIC = {
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
 
 
+# Where new_state() takes its databases while a test of this module runs (set by _on_each_backend);
+# other modules that import new_state get an in-memory SQLite as before.
+_databases: Databases | None = None
+
+
 def new_state(
-    target: str | Path = ":memory:", anonymous_viewer: bool = False, **kwargs: Any
+    target: str | Path | None = None, anonymous_viewer: bool = False, **kwargs: Any
 ) -> DashboardState:
+    """A dashboard on ``target``, by default a fresh database of the back end under test."""
+    if target is None:
+        target = _databases.new() if _databases is not None else ":memory:"
     store = DashboardStore(target)
     auth = Auth(store.engine, anonymous_viewer=anonymous_viewer, hasher=FAST_HASHER)
     return DashboardState(store, auth=auth, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _on_each_backend(databases: Databases, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test of this module on each back end: new_state() draws from ``databases``."""
+    monkeypatch.setattr(sys.modules[__name__], "_databases", databases)
+
+
+def drop_trigger(conn: Connection, name: str) -> None:
+    """What a tamperer with the database's owner role can do; the syntax differs per back end."""
+    on_table = " ON audit" if conn.dialect.name == "postgresql" else ""
+    conn.execute(text(f"DROP TRIGGER {name}{on_table}"))
 
 
 def user_name(role: str) -> str:
@@ -65,9 +91,9 @@ def user_name(role: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def world() -> Iterator[tuple[DashboardState, dict[str, TestClient]]]:
+def world(module_databases: Databases) -> Iterator[tuple[DashboardState, dict[str, TestClient]]]:
     """One dashboard, one account and one logged-in client per role, and two lifts on record."""
-    state = new_state()
+    state = new_state(module_databases.new())
     for role in ROLES:
         state.auth.create_user(
             user_name(role), role, PASSWORD, "Lifter One" if role in ("lifter", "coach") else None
@@ -135,19 +161,19 @@ def test_every_endpoint_refuses_no_session_and_the_wrong_roles(
 def test_unsafe_methods_need_our_own_origin(world: tuple[DashboardState, dict[str, TestClient]]) -> None:
     _, clients = world
     jury = clients["jury"]
-    body = {"reverse": False, "note": ""}
+    body = {"vote": "uphold", "reason": "the replay shows it"}
     assert (
-        jury.post("/api/appeals/999/decide", json=body, headers={"origin": "http://evil.example"}).status_code
+        jury.post("/api/appeals/999/vote", json=body, headers={"origin": "http://evil.example"}).status_code
         == 403
     )
-    assert jury.post("/api/appeals/999/decide", json=body).status_code == 403  # no Origin, no Referer
+    assert jury.post("/api/appeals/999/vote", json=body).status_code == 403  # no Origin, no Referer
     assert (
         jury.post(
-            "/api/appeals/999/decide", json=body, headers={"referer": "http://testserver/#appeals"}
+            "/api/appeals/999/vote", json=body, headers={"referer": "http://testserver/#appeals"}
         ).status_code
         == 404
     )
-    assert jury.post("/api/appeals/999/decide", json=body, headers=OWN).status_code == 404
+    assert jury.post("/api/appeals/999/vote", json=body, headers=OWN).status_code == 404
     # Login itself is origin-checked too (login CSRF).
     assert (
         jury.post(
@@ -177,8 +203,8 @@ def test_websocket_refuses_a_foreign_origin_and_no_session(
         assert ws.receive_json()["type"] == "snapshot"
 
 
-def test_sessions_are_signed_httponly_strict_cookies_and_passwords_argon2(tmp_path: Path) -> None:
-    state = new_state(tmp_path / "d.sqlite")
+def test_sessions_are_signed_httponly_strict_cookies_and_passwords_argon2() -> None:
+    state = new_state()
     assert state.auth.users() == []  # no default account, hence no default password
     state.auth.create_user("org", "organizer", PASSWORD)
     with state.store.engine.connect() as conn:
@@ -259,20 +285,28 @@ def test_audit_log_is_hash_chained_and_tampering_is_detected(
         entries = c.get("/api/audit").json()
         assert [e["action"] for e in entries] == ["login", "meet_saved", "platform_saved"]
         assert entries[1]["prev_hash"] == entries[0]["hash"]
-        with state.store.engine.begin() as conn, pytest.raises(Exception, match="append-only"):
-            conn.execute(text("UPDATE audit SET actor = 'someone' WHERE id = 2"))
-        # A tamperer with the database file can drop the guard: the chain still tells.
+        second = entries[1]["id"]
+        for forbidden in ("UPDATE audit SET actor = 'someone'", "DELETE FROM audit"):
+            with state.store.engine.begin() as conn, pytest.raises(Exception, match="append-only"):
+                conn.execute(text(f"{forbidden} WHERE id = :id"), {"id": second})
+        # A tamperer with the database's owner role can drop the guard: the chain still tells.
         with state.store.engine.begin() as conn:
-            conn.execute(text("DROP TRIGGER audit_no_update"))
-            conn.exec_driver_sql("""UPDATE audit SET details = '{"appeal_limit":9}' WHERE id = 2""")
+            drop_trigger(conn, "audit_no_update")
+            tampered = {"d": '{"appeal_limit":9}', "id": second}
+            conn.execute(text("UPDATE audit SET details = :d WHERE id = :id"), tampered)
         r = c.get("/api/audit/verify")
-        assert r.status_code == 409 and r.json()["first_bad_id"] == 2
+        assert r.status_code == 409 and r.json()["first_bad_id"] == second
+    # Opening the store again (a restart) puts the guard back.
+    again = DashboardStore(state.store.engine.url.render_as_string(hide_password=False))
+    with again.engine.begin() as conn, pytest.raises(Exception, match="append-only"):
+        conn.execute(text("UPDATE audit SET actor = 'x'"))
+    again.engine.dispose()
     state2 = new_state()
     for i in range(3):
         state2.audit.append("a", "jury", "x", f"t{i}")
     with state2.store.engine.begin() as conn:
-        conn.execute(text("DROP TRIGGER audit_no_delete"))
-        conn.execute(text("DELETE FROM audit WHERE id = 3"))
+        drop_trigger(conn, "audit_no_delete")
+        conn.execute(text("DELETE FROM audit WHERE id = (SELECT max(id) FROM audit)"))
     assert not state2.audit.verify().ok  # removing the newest entry is caught by the head
 
 
@@ -287,13 +321,18 @@ def test_appeal_limit_and_the_jury_reverses_only_split_decisions() -> None:
     }
     for role, lifter in accounts.items():
         state.auth.create_user(role, role, PASSWORD, lifter)
+    state.auth.create_user("jury2", "jury", PASSWORD)  # a jury of three decides by majority
     for msg in synthetic_decisions([1.3, 0.6]):
         state.on_decision(msg)
     app = create_app(state)
-    c = {role: TestClient(app) for role in accounts}
+    c = {role: TestClient(app) for role in [*accounts, "jury2"]}
     for role, client in c.items():
         client.post("/api/login", json={"name": role, "password": PASSWORD}, headers=OWN)
     lifts = sorted(lift["id"] for lift in state.store.lifts())
+    # Appeals name a roster lifter (dashboard/roster.py).
+    assert c["organizer"].post("/api/meets", json={"name": "meet1"}, headers=OWN).status_code == 200
+    roster = {"lifters": ["Ann Lee"]}
+    assert c["organizer"].post("/api/meets/meet1/roster", json=roster, headers=OWN).status_code == 200
     for n, lift_id in enumerate(lifts, 1):
         c["organizer"].post(
             f"/api/lifts/{lift_id}/assign", json={"lifter": "Ann Lee", "attempt_number": n}, headers=OWN
@@ -307,20 +346,28 @@ def test_appeal_limit_and_the_jury_reverses_only_split_decisions() -> None:
     second = c["coach"].post("/api/appeals", json={"lift_id": lifts[1]}, headers=OWN)
     assert second.status_code == 409 and "1 of 1" in second.json()["detail"]
     appeal = c["jury"].get("/api/appeals?status=pending").json()[0]
-    decide = f"/api/appeals/{appeal['id']}/decide"
-    assert c["jury"].post(decide, json={"reverse": True}, headers=OWN).status_code == 409  # no lights yet
+    vote = f"/api/appeals/{appeal['id']}/vote"
+    reverse = {"vote": "reverse", "reason": "depth was reached"}
+    assert c["jury"].post(vote, json=reverse, headers=OWN).status_code == 409  # no lights yet
     c["head_referee"].post(
         f"/api/lifts/{lifts[0]}/lights", json={"left": "good", "head": "good", "right": "good"}, headers=OWN
     )
-    assert "unanimous" in c["jury"].post(decide, json={"reverse": True}, headers=OWN).json()["detail"]
-    c["head_referee"].post(
-        f"/api/lifts/{lifts[0]}/lights", json={"left": "good", "head": "bad", "right": "bad"}, headers=OWN
+    assert "unanimous" in c["jury"].post(vote, json=reverse, headers=OWN).json()["detail"]
+    # Official lights are locked: re-entering them is refused; the organizer corrects, with a reason.
+    split = {"left": "good", "head": "bad", "right": "bad"}
+    again = c["head_referee"].post(f"/api/lifts/{lifts[0]}/lights", json=split, headers=OWN)
+    assert again.status_code == 409 and "official" in again.json()["detail"]
+    fixed = c["organizer"].post(
+        f"/api/lifts/{lifts[0]}/lights/correction", json={**split, "reason": "keyed wrongly"}, headers=OWN
     )
-    done = c["jury"].post(decide, json={"reverse": True, "note": "depth was reached"}, headers=OWN).json()
-    assert done["status"] == "reversed"
+    assert fixed.status_code == 200
+    assert c["jury"].post(vote, json=reverse, headers=OWN).json()["status"] == "pending"  # one of three
+    done = c["jury2"].post(vote, json=reverse, headers=OWN).json()
+    assert done["status"] == "reversed" and [v["juror"] for v in done["votes"]] == ["jury", "jury2"]
     lift = c["jury"].get(f"/api/lifts/{lifts[0]}").json()
     assert lift["lights_majority"] == "no_lift" and lift["result"] == {"verdict": "good", "by": "jury"}
-    assert c["jury"].post(decide, json={"reverse": False}, headers=OWN).status_code == 409  # decided once
+    uphold = {"vote": "uphold", "reason": "late"}
+    assert c["jury"].post(vote, json=uphold, headers=OWN).status_code == 409  # decided once
     r = c["head_referee"].post(
         f"/api/lifts/{lifts[1]}/override",
         json={"verdict": "good", "reason": "knee landmark occluded"},
@@ -328,7 +375,16 @@ def test_appeal_limit_and_the_jury_reverses_only_split_decisions() -> None:
     )
     assert r.status_code == 200
     actions = [e["action"] for e in state.audit.entries()]
-    for action in ("login", "lift_assigned", "appeal_filed", "lights_entered", "appeal_decided", "override"):
+    for action in (
+        "login",
+        "lift_assigned",
+        "appeal_filed",
+        "lights_entered",
+        "lights_corrected",
+        "jury_vote",
+        "appeal_decided",
+        "override",
+    ):
         assert action in actions
     assert state.audit.verify().ok
     # The lifter sees only their own appeals.
@@ -631,8 +687,8 @@ async def asyncio_wait(aw: Any, timeout: float) -> Any:
     return await asyncio.wait_for(aw, timeout)
 
 
-def test_users_add_reads_the_password_from_stdin_and_login_link_works(tmp_path: Path) -> None:
-    dbfile = tmp_path / "m.sqlite"
+def test_users_add_reads_the_password_from_stdin_and_login_link_works(db_target: str) -> None:
+    dbfile = db_target  # the CLI takes a SQLite path or a PostgreSQL URL alike
     run = [sys.executable, "-m", "meetvar.cli", "users"]
     added = subprocess.run(
         [*run, "add", "--role", "organizer", "chief", "--db", str(dbfile)],

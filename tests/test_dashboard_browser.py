@@ -7,6 +7,7 @@ poses) draws, at the video's current time, the skeleton of exactly the frame on 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -186,6 +187,7 @@ def test_a_decision_on_the_real_broker_reaches_the_page_live(driver: WebDriver, 
 def test_a_lifter_files_an_appeal_and_the_jury_reverses_the_split_decision(driver: WebDriver) -> None:
     state = new_state()
     accounts(state)
+    state.auth.create_user("jury2", "jury", PASSWORD)  # a jury of three decides by two agreeing votes
     with LiveServer(state) as server:
         server.call(
             state.on_state,
@@ -224,17 +226,23 @@ def test_a_lifter_files_an_appeal_and_the_jury_reverses_the_split_decision(drive
         )
         assert not driver.find_elements("css selector", "[data-role=appeal-form]")  # one per meet
 
-        login(driver, server.url, "jury", PASSWORD)
-        driver.get(f"{server.url}/#appeals")
-        row = wait_for(driver, lambda d: d.find_element("css selector", "article[data-status=pending]"))
-        assert "my hip crease was below the knee" in row.text and "(2–1)" in row.text
-        row.find_element("css selector", "input").send_keys("depth visible on the replay")
-        row.find_element("css selector", "[data-role=reverse]").click()
+        for juror in ("jury", "jury2"):
+            login(driver, server.url, juror, PASSWORD)
+            driver.get(f"{server.url}/#appeals")
+            row = wait_for(driver, lambda d: d.find_element("css selector", "article[data-status=pending]"))
+            assert "my hip crease was below the knee" in row.text and "(2–1)" in row.text
+            row.find_element("css selector", "input").send_keys("depth visible on the replay")
+            row.find_element("css selector", "[data-role=reverse]").click()
+            # The vote is in before the next juror logs in.
+            wait_for(
+                driver, lambda d: d.find_elements("css selector", "[data-role=voted], [data-status=reversed]")
+            )
         wait_for(driver, lambda d: d.find_elements("css selector", "article[data-status=reversed]"))
         driver.get(f"{server.url}/#live")
         wait_for(driver, lambda d: d.find_element("css selector", "[data-role=result]").text == "GOOD LIFT")
     actions = [(e["actor"], e["action"]) for e in state.audit.entries()]
-    assert ("lifter", "appeal_filed") in actions and ("jury", "appeal_decided") in actions
+    assert ("lifter", "appeal_filed") in actions and ("jury", "jury_vote") in actions
+    assert ("jury2", "appeal_decided") in actions
     assert state.audit.verify().ok
 
 
@@ -468,3 +476,131 @@ def pixel(driver: WebDriver, at: list[float]) -> tuple[int, int, int]:
 
 def is_colour(got: tuple[int, int, int], want: tuple[int, int, int]) -> bool:
     return all(abs(a - b) <= 40 for a, b in zip(got, want, strict=True))
+
+
+def clicked(driver: WebDriver, selector: str) -> bool:
+    """Click the element as it is now (for wait_for: a re-rendered, stale one is found again)."""
+    driver.find_element("css selector", selector).click()
+    return True
+
+
+def test_the_organizer_sees_the_agreement_report_and_shadow_mode_hides_the_call(driver: WebDriver) -> None:
+    """Issue 12, item 5: the organizer's page shows the agreement table (the same counts and κ as
+    GET /api/agreement), its disagreements link to their replays, and its switch turns shadow mode
+    on, after which a referee's page shows a new attempt without its call."""
+    from dashboard.shadow import shadow_meets
+    from tests.test_agreement import fill
+
+    state = new_state()
+    accounts(state)
+    state.store.add_meet("meet1")
+    ids = fill(state.store)
+    with LiveServer(state) as server:
+        login(driver, server.url, "organizer", PASSWORD)
+        driver.get(f"{server.url}/#admin")
+        cell = "#agreement-table td[data-cell='{}']"
+        wait_for(driver, lambda d: d.find_elements("css selector", cell.format("good/good")))
+        got = wait_for(
+            driver,
+            lambda d: {
+                key: d.find_element("css selector", cell.format(key)).text
+                for key in ("good/good", "good/no_lift", "no_lift/good", "no_lift/no_lift", "undecided/good")
+            },
+        )
+        # Both meets: PLAN's [[2, 1], [1, 1]] plus meet2's agreeing lift; κ of [[3, 1], [1, 1]] = 0.25.
+        assert got == {
+            "good/good": "3",
+            "good/no_lift": "1",
+            "no_lift/good": "1",
+            "no_lift/no_lift": "1",
+            "undecided/good": "1",
+        }
+        assert driver.find_element("id", "agreement-kappa").text.startswith("Cohen's κ = 0.250 (95% CI")
+        hrefs = wait_for(
+            driver,
+            lambda d: [
+                a.get_attribute("href") or ""
+                for a in d.find_elements("css selector", "#agreement-disagreements a")
+            ],
+        )
+        assert [h.split("#")[1] for h in hrefs] == [
+            f"replay/{ids['Dee Moss']}",
+            f"replay/{ids['Eve Holt']}",
+        ]
+        assert (driver.find_element("id", "agreement-print").get_attribute("href") or "").endswith(
+            "/agreement"
+        )
+        wait_for(driver, lambda d: clicked(d, "#agreement-disagreements a"))
+        wait_for(
+            driver,
+            lambda d: d.execute_script("return document.body.dataset.replayReady") == str(ids["Dee Moss"]),
+        )
+
+        driver.get(f"{server.url}/#admin")
+        # The page re-renders the set-up view as its data arrives: click the switch as it is now.
+        wait_for(driver, lambda d: clicked(d, "#shadow-meet1"))
+        wait_for(driver, lambda d: shadow_meets(state.store) == {"meet1"})
+        wait_for(driver, lambda d: d.find_element("id", "shadow-meet1").is_selected())
+        (msg,) = synthetic_decisions([1.3], start_us=STREAM_START_US + 900_000_000)
+        server.call(state.on_decision, msg)
+        login(driver, server.url, "head_referee", PASSWORD)
+        # Read in one go: the live view re-renders its cards as events arrive.
+        text = wait_for(driver, lambda d: d.find_element("css selector", "article[data-verdict=hidden]").text)
+        assert "shown once the official lights are in" in text and "hip crease" not in text
+        assert "HIDDEN" in text and "GOOD LIFT" not in text
+
+
+def test_the_organizers_page_shows_each_services_restarts(
+    driver: WebDriver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11, item 4: what the supervisor healed is visible to the organizer — each service's state
+    and restart count from the supervisor's status file, a failed one marked, refreshed as it changes."""
+    from meetvar.supervisor import STATUS_ENV
+
+    def status(referee_restarts: int) -> None:
+        services = {
+            "broker": {"state": "running", "restarts": 0, "up_since": "2026-12-03T09:00:00+00:00"},
+            "referee": {
+                "state": "running",
+                "restarts": referee_restarts,
+                "up_since": "2026-12-03T10:15:02+00:00",
+                "last_exit": -9,
+                "last_exit_at": "2026-12-03T10:15:01+00:00",
+            },
+            "liftingcast": {
+                "state": "failed",
+                "restarts": 0,
+                "last_exit": 2,
+                "last_exit_at": "2026-12-03T09:00:03+00:00",
+            },
+        }
+        path = tmp_path / "supervisor.json"
+        path.write_text(json.dumps({"supervisor_pid": 1, "services": services}))
+
+    status(referee_restarts=2)
+    monkeypatch.setenv(STATUS_ENV, str(tmp_path / "supervisor.json"))
+    state = new_state()
+    accounts(state)
+    with LiveServer(state) as server:
+        login(driver, server.url, "organizer", PASSWORD)
+        driver.get(f"{server.url}/#admin")
+
+        def rows(d: WebDriver) -> dict[str, list[str]]:
+            return {
+                tr.get_attribute("data-service") or "": [
+                    c.text for c in tr.find_elements("css selector", "th, td")
+                ]
+                for tr in d.find_elements("css selector", "#services tbody tr")
+            }
+
+        got = wait_for(driver, lambda d: rows(d) if len(rows(d)) == 3 else None)
+        assert got["referee"][:3] == ["referee", "running", "2"]
+        assert got["referee"][4].startswith("killed by signal 9")
+        assert got["liftingcast"][:3] == ["liftingcast", "failed", "0"] and got["liftingcast"][4].startswith(
+            "exit 2"
+        )
+        failed = driver.find_element("css selector", "#services tr[data-service='liftingcast']")
+        assert "warn" in (failed.get_attribute("class") or "")
+        assert "2 restart(s) in all" in driver.find_element("id", "services-note").text
+        status(referee_restarts=3)  # the page follows the supervisor without a reload
+        wait_for(driver, lambda d: rows(d).get("referee", ["", "", ""])[2] == "3", timeout=15)

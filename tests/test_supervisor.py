@@ -84,6 +84,9 @@ def test_killed_child_is_restarted_with_backoff_and_counted(tmp_path: Path) -> N
     sup.start(Service("b", STUBBORN, stop_grace=0.5))
     sup.start(Service("once", [sys.executable, "-c", "pass"], restart="on-failure"))
     sup.start(Service("flaky", [sys.executable, "-c", "raise SystemExit(3)"], restart="on-failure"))
+    # Exit 2 is final for this one (as for a feed whose password was refused): left failed, not retried.
+    refused = [sys.executable, "-c", "import time; time.sleep(0.2); raise SystemExit(2)"]
+    sup.start(Service("refused", refused, final_codes=frozenset({2})))
     try:
         a1, b1 = sup.pid("a"), sup.pid("b")
         assert a1 and b1
@@ -114,6 +117,8 @@ def test_killed_child_is_restarted_with_backoff_and_counted(tmp_path: Path) -> N
         assert services["b"]["restarts"] == 0
         assert services["once"]["state"] == "done" and services["once"]["restarts"] == 0  # exit 0: done
         assert services["flaky"]["restarts"] >= 2 and services["flaky"]["last_exit"] == 3  # exit 3: again
+        assert services["refused"]["state"] == "failed" and services["refused"]["restarts"] == 0
+        assert services["refused"]["last_exit"] == 2 and ("refused", 2) in exits
     finally:
         pids = [p for p in (sup.pid("a"), sup.pid("b")) if p]
         sup.stop_all()

@@ -195,7 +195,8 @@ function onEvent(m) {
     case "lift": {
       const isNew = !app.lifts.has(m.lift.id);
       app.lifts.set(m.lift.id, m.lift);
-      if (isNew) {
+      if (isNew && m.lift.hidden) announce("New attempt recorded; the system's call is hidden until the official lights are in.");
+      else if (isNew) {
         const sc = systemCall(m.lift);
         announce(sc.refer.length ? `New call: refer to the referees, ${sc.refer.map((r) => r.reason).join("; ")}`
           : `New call: ${verdictWord(sc.verdict)}, margin ${fmtMargin(sc.depth.margin_cm, sc.interval)}`);
@@ -230,6 +231,7 @@ function scheduleRender() {
 function renderPlatforms() {
   const box = $("#platforms");
   box.replaceChildren();
+  platformsForTablet();  // jury.js: the head referee's tablet shows every platform on record
   for (const s of [...app.states.values()].sort((a, b) => a.platform.localeCompare(b.platform))) {
     box.append(el("div", { class: "platform", "aria-label": `platform ${s.platform}` },
       el("div", { class: "dim", text: `${s.meet} · ${s.platform}` }),
@@ -237,7 +239,8 @@ function renderPlatforms() {
       el("div", { class: "nums" },
         `${s.lift || "squat"} · attempt `, el("b", { text: s.attempt_number ?? "—" }),
         s.weight_kg != null ? ` · ${s.weight_kg} kg` : "",
-        s.command ? ` · referee: “${s.command}”` : "")));
+        s.command ? el("span", { dataset: { role: "command" } }, ` · referee: “${s.command}”`) : ""),
+      signalButtons(s)));  // jury.js: Squat / Rack for the head referee
   }
 }
 
@@ -260,7 +263,19 @@ function referNode(refer, interval) {
       interval ? el("span", { dataset: { role: "refer-interval" }, text: ` · margin lies in ${fmtInterval(interval)} cm` }) : null));
 }
 
+// Shadow mode: the attempt is on record, but its call waits for the official lights.
+function hiddenCard(lift) {
+  const who = [lift.lifter, lift.attempt_number ? `attempt ${lift.attempt_number}` : null, lift.weight_kg ? `${lift.weight_kg} kg` : null].filter(Boolean).join(" · ");
+  return el("article", { class: "lift", dataset: { liftId: lift.id, verdict: "hidden" }, "aria-label": `lift ${lift.id}` },
+    el("div", { class: "lightbox" }, lightNode(null, "system call hidden"), el("div", { class: "lightlabel", dataset: { role: "verdict" }, text: "HIDDEN" })),
+    el("div", { class: "stack" },
+      el("h3", {}, `Lift ${lift.id}`, who ? ` — ${who}` : ""),
+      el("p", { class: "dim", dataset: { role: "hidden" }, text: `System call ${lift.hidden}.` }),
+      actionsFor(lift)));
+}
+
 function liftCard(lift) {
+  if (lift.hidden) return hiddenCard(lift);
   const f = lift.fused;
   const sc = systemCall(lift);
   const cams = lift.cameras.map((c) => {
@@ -318,19 +333,8 @@ function actionsFor(lift) {
       scheduleRender();
     } catch (e) { msg.textContent = e.message; }
   };
-  if (can("head_referee", "side_referee", "organizer")) {
-    const sel = (name) => el("select", { name, id: `l-${name}-${lift.id}`, "aria-label": `${name} light` },
-      el("option", { value: "", text: "—" }), el("option", { value: "good", text: "white" }), el("option", { value: "bad", text: "red" }));
-    const form = el("form", { class: "lights-form", dataset: { role: "lights-form" } }, el("fieldset", {}, el("legend", { text: "Referees' lights" }),
-      el("label", { for: `l-left-${lift.id}`, text: "L" }), sel("left"), el("label", { for: `l-head-${lift.id}`, text: "H" }), sel("head"),
-      el("label", { for: `l-right-${lift.id}`, text: "R" }), sel("right"), el("button", { type: "submit", text: "Save lights" })));
-    for (const k of ["left", "head", "right"]) if (lift.lights && lift.lights[k]) $(`select[name=${k}]`, form).value = lift.lights[k];
-    form.addEventListener("submit", guarded(async () => {
-      const v = (k) => $(`select[name=${k}]`, form).value || null;
-      await api("POST", `/api/lifts/${lift.id}/lights`, { left: v("left"), head: v("head"), right: v("right") });
-    }));
-    box.append(form);
-  }
+  const lights = lightsForm(lift, guarded);  // jury.js: entered once, then locked; the organizer corrects
+  if (lights) box.append(lights);
   if (can("head_referee", "side_referee")) {
     const form = el("form", { dataset: { role: "override-form" } }, el("fieldset", {}, el("legend", { text: "Override" }),
       el("label", { for: `o-v-${lift.id}`, text: "Call" }),
@@ -343,11 +347,7 @@ function actionsFor(lift) {
     box.append(form);
   }
   if (can("lifter", "coach") && lift.lifter && app.me.lifter && lift.lifter.toLowerCase() === app.me.lifter.toLowerCase() && !lift.appeals.length) {
-    const form = el("form", { dataset: { role: "appeal-form" } }, el("fieldset", {}, el("legend", { text: "Video appeal" }),
-      el("label", { for: `a-r-${lift.id}`, text: "Reason" }), el("input", { id: `a-r-${lift.id}`, name: "reason" }),
-      el("button", { type: "submit", text: "File appeal" })));
-    form.addEventListener("submit", guarded(async () => { await api("POST", "/api/appeals", { lift_id: lift.id, reason: $("input", form).value }); }));
-    box.append(form);
+    box.append(appealForm(lift, guarded));  // jury.js: the appeal names a roster lifter
   }
   if (can("organizer")) {
     const form = el("form", { dataset: { role: "assign-form" } }, el("fieldset", {}, el("legend", { text: "Who lifted" }),
@@ -620,10 +620,10 @@ async function openReplay(liftId) {
   let data;
   try { data = await api("GET", `/api/lifts/${liftId}/replay`); } catch (e) { $("#panes").replaceChildren(el("p", { class: "error", text: e.message })); return; }
   replay.lift = data.lift;
-  const f = data.lift.fused;
+  const f = data.lift.fused || {};
   $("#replay-title").textContent = `Replay — lift ${data.lift.id}${data.lift.lifter ? ` · ${data.lift.lifter}` : ""}`;
-  const sc = systemCall(data.lift);
-  $("#replay-summary").replaceChildren(...(sc.refer.length
+  const sc = data.lift.hidden ? { refer: [], interval: null } : systemCall(data.lift);
+  $("#replay-summary").replaceChildren(...(data.lift.hidden ? [`System call ${data.lift.hidden}.`] : sc.refer.length
     ? [el("strong", { class: "refer-word", text: "Refer to the referees" }),
       ` — ${sc.refer.map((r) => r.reason).join("; ")}${sc.interval ? `; margin ${fmtMargin(sc.depth.margin_cm, sc.interval)}` : ""}.`]
     : [`System call ${verdictWord(f.verdict)}, margin ${fmtMargin(sc.depth.margin_cm, sc.interval)}, confidence ${fmtConf(f.confidence)}.`]),
@@ -652,8 +652,8 @@ async function renderHistory() {
     : "Shadow mode: no lift has both a system call and the referees' lights yet.";
   $("#history-table tbody").replaceChildren(...rows.map((l) => el("tr", { dataset: { liftId: l.id } },
     el("td", { text: l.id }), el("td", { text: l.lifter || "—" }), el("td", { text: l.attempt_number ?? "—" }),
-    ...((sc) => [el("td", { text: sc.refer.length ? "REFER (too close to call)" : verdictWord(sc.verdict) }),
-      el("td", { class: "nums", text: fmtMargin(sc.depth.margin_cm, sc.interval) })])(systemCall(l)),
+    ...(l.hidden ? [el("td", { text: "hidden (shadow mode)" }), el("td", { text: "—" })] : ((sc) => [el("td", { text: sc.refer.length ? "REFER (too close to call)" : verdictWord(sc.verdict) }),
+      el("td", { class: "nums", text: fmtMargin(sc.depth.margin_cm, sc.interval) })])(systemCall(l))),
     el("td", { text: l.lights_majority ? verdictWord(l.lights_majority) : "—" }),
     el("td", { text: l.appeals.length ? l.appeals[l.appeals.length - 1].status : "" }),
     el("td", { text: l.result.verdict ? `${verdictWord(l.result.verdict)} (${l.result.by})` : "—" }),
@@ -667,7 +667,7 @@ async function renderAppeals() {
   if (!list.length) { box.replaceChildren(el("p", { class: "empty", text: "No appeals." })); return; }
   const lifts = await Promise.all(list.map((a) => api("GET", `/api/lifts/${a.lift_id}`).catch(() => null)));
   box.replaceChildren(...list.map((a, i) => {
-    const lift = lifts[i];
+    const lift = lifts[i] && lifts[i].hidden ? null : lifts[i];  // shadow mode: no call to show yet
     const msg = el("span", { class: "error", role: "alert" });
     const row = el("article", { class: "lift", dataset: { appealId: a.id, status: a.status } },
       el("div", { class: "lightbox" }, lift ? lightNode(lift.fused.verdict, "system call") : null, el("span", { class: `badge ${a.status}`, text: a.status })),
@@ -678,18 +678,8 @@ async function renderAppeals() {
           lift.lights ? `${lightWord(lift.lights.left)} / ${lightWord(lift.lights.head)} / ${lightWord(lift.lights.right)}${lift.split ? " (2–1)" : ""}` : "not entered") : null,
         el("a", { href: `#replay/${a.lift_id}`, text: "Open replay" }),
         a.status !== "pending" ? el("div", { text: `Decided by ${a.decided_by}: ${a.status}${a.note ? ` — ${a.note}` : ""}` }) : null,
+        juryVotes(a, lift, msg),  // jury.js: each member's vote and reason; two that agree decide
         msg));
-    if (a.status === "pending" && can("jury")) {
-      const note = el("input", { id: `j-note-${a.id}`, name: "note" });
-      const decide = (reverse) => async () => {
-        msg.textContent = "";
-        try { await api("POST", `/api/appeals/${a.id}/decide`, { reverse, note: note.value }); renderAppeals(); } catch (e) { msg.textContent = e.message; }
-      };
-      const reversible = lift && lift.split;
-      $(".stack", row).append(el("div", { class: "actions" }, el("label", { for: `j-note-${a.id}`, text: "Jury note" }), note,
-        el("button", { type: "button", dataset: { role: "reverse" }, disabled: !reversible, title: reversible ? null : "only a 2–1 decision can be reversed", onclick: decide(true), text: "Reverse decision" }),
-        el("button", { type: "button", dataset: { role: "uphold" }, onclick: decide(false), text: "Uphold decision" })));
-    }
     return row;
   }));
 }
@@ -726,6 +716,45 @@ async function renderAdmin() {
   $("#users").replaceChildren(...users.map((u) => el("li", {}, `${u.name} — ${u.role.replace("_", " ")}${u.lifter ? ` (for ${u.lifter})` : ""} `,
     u.name !== app.me.name ? el("button", { type: "button", onclick: async () => { await api("POST", `/api/users/${encodeURIComponent(u.name)}/disable`); renderAdmin(); }, text: "disable" }) : null)));
   $("#config").textContent = JSON.stringify(config, null, 2);
+  $("#shadow-meets").replaceChildren(...config.meets.map((m) => {
+    const box = el("input", { type: "checkbox", id: `shadow-${m.name}`, checked: Boolean(m.shadow), dataset: { meet: m.name } });
+    box.addEventListener("change", async () => {
+      try { await api("PATCH", `/api/meets/${encodeURIComponent(m.name)}`, { shadow: box.checked }); renderAdmin(); }
+      catch (e) { $("#admin-msg").textContent = e.message; $("#admin-msg").className = "error"; }
+    });
+    return el("li", {}, box, el("label", { for: `shadow-${m.name}`, text: ` ${m.name}: shadow mode (calls hidden from all but the organizer until the official lights)` }));
+  }));
+  await renderAgreement();
+  await renderServices();
+}
+
+// The supervisor's view of each service (under `meetvar demo`): a restart is healed, but the organizer
+// should see it happened, and a failed service (e.g. a refused meet-software password) needs a person.
+async function renderServices() {
+  const h = await api("GET", "/api/health");
+  const services = Object.entries(h.services || {});
+  $("#services-note").textContent = h.services == null ? "Not run under meetvar demo's supervisor: see your orchestrator (compose, Kubernetes) for restarts."
+    : `${services.reduce((n, [, s]) => n + s.restarts, 0)} restart(s) in all; refreshed every 5 s.`;
+  const exitText = (code) => code == null ? "" : code < 0 ? `killed by signal ${-code}` : `exit ${code}`;
+  $("#services tbody").replaceChildren(...services.map(([name, s]) => el("tr", { dataset: { service: name, state: s.state }, class: s.state === "failed" || s.state === "backoff" ? "warn" : "" },
+    el("th", { scope: "row", text: name }), el("td", { text: s.state }), el("td", { class: "nums", text: String(s.restarts) }),
+    el("td", { text: s.up_since || "" }), el("td", { text: `${exitText(s.last_exit)}${s.last_exit_at ? ` at ${s.last_exit_at}` : ""}` }))));
+}
+setInterval(() => { if (currentView() === "admin" && app.me) renderServices().catch(() => {}); }, 5000);
+
+// The agreement report of shadow mode: the system's calls against the official lights.
+async function renderAgreement() {
+  const r = await api("GET", "/api/agreement");
+  const k = r.kappa;
+  $("#agreement-kappa").textContent = k.value == null ? `Cohen's κ: not defined yet (${k.n} lifts with both a call and the official lights).`
+    : `Cohen's κ = ${k.value.toFixed(3)} (${k.ci95 ? `95% CI ${k.ci95[0].toFixed(3)} to ${k.ci95[1].toFixed(3)}` : "no interval: one side gave one answer throughout"}, n = ${k.n}); agreed on ${r.agree} of ${r.compared}; ${r.system_undecided} undecided; ${r.pending} awaiting lights.`;
+  const word = { good: "good", no_lift: "no lift", undecided: "undecided" };
+  $("#agreement-table tbody").replaceChildren(...["good", "no_lift", "undecided"].map((s) => el("tr", {},
+    el("th", { scope: "row", text: `system ${word[s]}` }),
+    ...["good", "no_lift"].map((o) => el("td", { class: "nums", dataset: { cell: `${s}/${o}` }, text: String(r.confusion[s][o]) })))));
+  $("#agreement-disagreements").replaceChildren(...(r.disagreements.length ? r.disagreements.map((d) => el("li", {},
+    `Lift ${d.lift_id}${d.lifter ? ` — ${d.lifter}` : ""}: system ${word[d.system]}, referees ${word[d.official]} `, el("a", { href: `#replay/${d.lift_id}`, text: "replay" })))
+    : [el("li", { text: "No disagreements." })]));
 }
 
 // --- routing -----------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Reports produced after a meet from the dashboard's database (``meetvar agreement``)."""

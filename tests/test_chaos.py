@@ -21,11 +21,17 @@ pytestmark = pytest.mark.integration
 CAMERA = "demo/platform-1/side"
 
 
-def at(watch: StreamWatch, lo: float, hi: float) -> Any:
-    """A check: the poses are between media times ``lo`` and ``hi`` (s) of the stream."""
+def at(watch: StreamWatch, lo: float, hi: float, *, source: bool = False) -> Any:
+    """A check: the poses (with ``source``: the camera's chunks) are between media times ``lo`` and
+    ``hi`` (s) of the stream.
+
+    The camera's chunks come paced in real time, half a second each, so every window of a second or
+    more is seen; the poses can come in bursts when the pose worker catches up (batched records, a
+    loaded machine), and may jump a window of two seconds.
+    """
 
     def check() -> Position | None:
-        p = watch.pose(CAMERA)
+        p = watch.chunk(CAMERA) if source else watch.pose(CAMERA)
         return p if p is not None and not p.ended and lo <= p.media_s <= hi else None
 
     return check
@@ -52,7 +58,10 @@ def kill_referee_and_pose_in_second_rep(demo: DemoProcess, watch: StreamWatch, r
 
 def kill_broker_between_reps(demo: DemoProcess, watch: StreamWatch, reps: list[Rep]) -> Any:
     first, second = reps
-    p = wait_for("between the reps", at(watch, first.end_s + 0.8, second.start_s - 1.0), 150, 0.02)
+    # Between the reps on the platform: the camera's position, whatever the consumers are doing.
+    p = wait_for(
+        "between the reps", at(watch, first.end_s + 0.8, second.start_s - 1.0, source=True), 150, 0.02
+    )
     broker, before = kill_now(demo, "broker")
     return {"broker_killed_at_s": p.media_s, "broker_back_s": wait_back(demo, "broker", broker, before)}
 
@@ -96,10 +105,12 @@ def test_referee_and_pose_worker_killed_during_the_second_rep(runs: dict[str, An
     assert len(reps) == 2  # the clip's two squats
     assert run["restarts"]["referee"] >= 1 and run["restarts"]["pose"] >= 1
     second = reps[1]
+    # The referee is killed first; the poses' position may not have moved on by the pose worker's kill
+    # (its records come in batches), hence <= between the two.
     assert (
         second.start_s
         < run["faults"]["referee_killed_at_s"]
-        < run["faults"]["pose_killed_at_s"]
+        <= run["faults"]["pose_killed_at_s"]
         < second.end_s
     )
     check(run, reps)

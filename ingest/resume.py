@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from aiokafka import TopicPartition
 
-from stream_processors.kafka import make_consumer
+from stream_processors.kafka import make_consumer, read_range
 from stream_processors.schemas import ChunkMeta, SchemaError, unpack_chunk
 from stream_processors.topics import VIDEO_CHUNKS
 
@@ -29,10 +29,6 @@ log = structlog.get_logger()
 
 #: Records read back from the end of a partition first; doubled until the camera's newest is found.
 _FIRST_WINDOW = 16
-
-
-class ResumeError(RuntimeError):
-    """The broker did not give back the camera's newest chunk in time."""
 
 
 async def newest_chunk(bootstrap: str, camera_key: str, *, timeout_s: float = 30.0) -> ChunkMeta | None:
@@ -72,7 +68,7 @@ async def _newest_in_partition(
     stop = end
     while True:
         start = max(begin, stop - window)
-        records = await _read(consumer, tp, start, deadline)
+        records = await read_range(consumer, tp, start, start, deadline, to_highwater=True)
         # The fetch's high watermark can be past the "latest" Tansu reported: keep all that came back.
         mine = [r for r in records if r.key == key and r.offset >= start]
         for record in sorted(mine, key=lambda r: r.offset, reverse=True):
@@ -84,22 +80,6 @@ async def _newest_in_partition(
         if start <= begin:
             return None
         stop, window = start, window * 2
-
-
-async def _read(consumer: Any, tp: TopicPartition, start: int, deadline: float) -> list[Any]:
-    """Records from ``start`` up to the high watermark of the fetches."""
-    consumer.assign([tp])
-    consumer.seek(tp, start)
-    out: list[Any] = []
-    while True:
-        if time.monotonic() > deadline:
-            raise ResumeError(f"could not read {tp.topic}[{tp.partition}] from {start} in time")
-        batch = await consumer.getmany(tp, timeout_ms=300)
-        records = batch.get(tp, [])
-        out += records
-        position = await consumer.position(tp)
-        if not records and position >= (consumer.highwater(tp) or 0):
-            return out
 
 
 def resumable(meta: ChunkMeta | None) -> ChunkMeta | None:

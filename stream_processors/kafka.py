@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from stream_processors.topics import PARTITIONS
@@ -229,3 +229,38 @@ def make_consumer(bootstrap: str, group_id: str | None, *topics: str, **override
     return AIOKafkaConsumer(
         *topics, bootstrap_servers=bootstrap, **{**consumer_settings(group_id), **overrides}
     )
+
+
+class PartitionReadTimeout(RuntimeError):
+    """The broker did not give back a partition's records in time."""
+
+
+async def read_range(
+    consumer: AIOKafkaConsumer,
+    tp: TopicPartition,
+    start: int,
+    end: int,
+    deadline: float,
+    *,
+    to_highwater: bool = False,
+) -> list[Any]:
+    """Records ``start`` ≤ offset < ``end`` of one partition, read by an assigned (groupless)
+    consumer; with ``to_highwater`` past ``end`` up to the high watermark of the fetches (Tansu's
+    ListOffsets "latest" can be too low). Raises :class:`PartitionReadTimeout` after ``deadline``
+    (``time.monotonic()``)."""
+    if start >= end and not to_highwater:
+        return []
+    consumer.assign([tp])
+    consumer.seek(tp, start)
+    out: list[Any] = []
+    while True:
+        if time.monotonic() > deadline:
+            raise PartitionReadTimeout(f"could not read {tp.topic}[{tp.partition}] {start}..{end} in time")
+        batch = await consumer.getmany(tp, timeout_ms=300)
+        records = batch.get(tp, [])
+        out += [r for r in records if to_highwater or r.offset < end]
+        position = await consumer.position(tp)
+        if not to_highwater and position >= end:
+            return out
+        if to_highwater and not records and position >= max(end, consumer.highwater(tp) or 0):
+            return out

@@ -32,7 +32,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream_processors.kafka import make_consumer, make_producer
+from stream_processors.kafka import make_consumer, make_producer, read_range
 from stream_processors.referee_processor import RefereeProcessor
 from stream_processors.schemas import DecisionMsg, PoseMsg, SchemaError, StateMsg
 from stream_processors.topics import DECISIONS, MEET_STATE, POSES, platform_key
@@ -112,7 +112,7 @@ async def recover(
                 continue  # a new group: faust reads from the start, nothing to rebuild
             start = await _rewind_offset(probe, tp, committed, int(window_s * 1e6), deadline)
             report.rewound[tp.partition] = (start, committed)
-            for record in await _read_range(consumer, tp, start, committed, deadline):
+            for record in await read_range(consumer, tp, start, committed, deadline):
                 try:
                     msg = PoseMsg.parse(record.value or b"")
                 except SchemaError:
@@ -156,37 +156,8 @@ async def _read_topic(consumer: AIOKafkaConsumer, topic: str, deadline: float) -
     for tp in await _partitions(consumer, topic):
         begin = (await consumer.beginning_offsets([tp]))[tp]
         end = (await consumer.end_offsets([tp]))[tp]
-        out += await _read_range(consumer, tp, begin, end, deadline, to_highwater=True)
+        out += await read_range(consumer, tp, begin, end, deadline, to_highwater=True)
     return out
-
-
-async def _read_range(
-    consumer: AIOKafkaConsumer,
-    tp: TopicPartition,
-    start: int,
-    end: int,
-    deadline: float,
-    *,
-    to_highwater: bool = False,
-) -> list[Any]:
-    """Records ``start`` ≤ offset < ``end`` of one partition; with ``to_highwater`` past ``end`` up to
-    the high watermark of the fetches (Tansu's ListOffsets "latest" can be too low)."""
-    if start >= end and not to_highwater:
-        return []
-    consumer.assign([tp])
-    consumer.seek(tp, start)
-    out: list[Any] = []
-    while True:
-        if time.monotonic() > deadline:
-            raise RecoveryError(f"could not read {tp.topic}[{tp.partition}] {start}..{end} in time")
-        batch = await consumer.getmany(tp, timeout_ms=300)
-        records = batch.get(tp, [])
-        out += [r for r in records if to_highwater or r.offset < end]
-        position = await consumer.position(tp)
-        if not to_highwater and position >= end:
-            return out
-        if to_highwater and not records and position >= max(end, consumer.highwater(tp) or 0):
-            return out
 
 
 async def _capture_at(

@@ -43,31 +43,24 @@ def _state(target: str) -> DashboardState:
     return state
 
 
+#: Ann Lee's first squat, as ``meet.state`` names it.
+ANN_FIRST_SQUAT: dict[str, Any] = {
+    "meet": MEET,
+    "platform": PLATFORM,
+    "lifter": "Ann Lee",
+    "lift": "squat",
+    "attempt_number": 1,
+    "weight_kg": 180.0,
+}
+
+
 def _lifter_on_platform(state: DashboardState) -> None:
-    state.on_state(
-        {
-            "meet": MEET,
-            "platform": PLATFORM,
-            "lifter": "Ann Lee",
-            "lift": "squat",
-            "attempt_number": 1,
-            "weight_kg": 180.0,
-            "at_us": 0,
-        }
-    )
+    state.on_state({**ANN_FIRST_SQUAT, "at_us": 0})
 
 
 def _official(lights: dict[str, str]) -> dict[str, Any]:
     """The meet software's official lights for Ann Lee's first squat (as the LiftingCast link sends)."""
-    return {
-        "meet": MEET,
-        "platform": PLATFORM,
-        "lifter": "Ann Lee",
-        "lift": "squat",
-        "attempt_number": 1,
-        "weight_kg": 180.0,
-        "official": {"lights": lights, "source": "liftingcast"},
-    }
+    return {**ANN_FIRST_SQUAT, "official": {"lights": lights, "source": "liftingcast"}}
 
 
 # --- store level (both back ends) ------------------------------------------------------------------------

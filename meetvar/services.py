@@ -104,18 +104,16 @@ async def run_ingest(
                     after_seq=last.seq,
                     frames_sent=last.first_frame_index + len(last.capture_us),
                 )
-                try:
-                    await publish_file(
-                        producer, video, cam, objects, speed=speed, resume=last, inline_limit=limit
-                    )
-                except ResumeMismatch as exc:  # raised before any chunk of the pass is sent
-                    log.warning("ingest.resume_refused", camera=cam.key, error=str(exc))
-                    last = None
-                    continue
-                last = None
             else:
                 log.info("ingest.pass_start", camera=cam.key, video=str(video), speed=speed, pass_no=passes)
-                await publish_file(producer, video, cam, objects, speed=speed, inline_limit=limit)
+            resume_after, last = last, None  # only the first pass after a restart resumes
+            try:
+                await publish_file(
+                    producer, video, cam, objects, speed=speed, resume=resume_after, inline_limit=limit
+                )
+            except ResumeMismatch as exc:  # raised before any chunk of the pass is sent
+                log.warning("ingest.resume_refused", camera=cam.key, error=str(exc))
+                continue
             if not loop:
                 log.info("ingest.done", camera=cam.key, passes=passes)
                 return

@@ -3,7 +3,9 @@
 A consumer-group member, so more workers share the cameras. Each camera stream keeps its own tracker
 (the detector runs only when the track is lost). Offsets are committed after a poll's poses are sent:
 a worker killed mid-chunk makes its successor redo that chunk, and the referee drops the repeated
-frames by capture time, so nothing is lost and nothing is counted twice.
+frames by capture time, so nothing is lost and nothing is counted twice. A worker that picks a stream up
+mid-way first replays the stream's last seconds through the new tracker without sending them
+(gpu_service.history), so a squat's bottom reached just before the restart is still re-measured.
 
 Batching across cameras: each poll takes what the consumer has buffered, up to ``max_batch`` records,
 waiting at most ``max_wait_ms`` for the first (the latency bound). Chunks of *different* streams in one
@@ -23,10 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from gpu_service.backends.base import InferenceBackend, concat_rows, create_backend
 from gpu_service.blazepose import LANDMARK, BlazePoseTracker, PendingPose, model_files
+from gpu_service.history import ChunkHistory
 from gpu_service.pose_input import decode_for_pose
 from ingest.chunk_decoder import Yuv420
 from ingest.errors import ChunkDecodeError
@@ -99,6 +102,34 @@ class PoseWorker:
             for i, job in jobs:
                 results[i] = job.error if job.error is not None else job.out
         return results
+
+    def needs_history(self, key: str, meta: ChunkMeta) -> bool:
+        """Whether this chunk starts a track mid-stream (a restarted worker, a partition moved here, or
+        a gap): then the frames before it should be replayed first (:meth:`warm_up`)."""
+        stream = (key, meta.stream_start_us)
+        return (
+            not meta.end_of_stream
+            and meta.first_frame_index > 0
+            and (stream not in self._trackers or self._next_index.get(stream) != meta.first_frame_index)
+        )
+
+    def warm_up(self, key: str, history: Sequence[tuple[ChunkMeta, bytes]]) -> int:
+        """Run a stream's chunks before the one it takes over at (gpu_service.history) through a
+        fresh tracker and send nothing from them: they were posed and sent by the worker before. The
+        track, and the squat's bottom if it was just reached, then carry on into the next chunk as if
+        this worker had been there. Returns the frames run; a chunk that cannot be read stops it
+        there (the next chunk then starts cold)."""
+        frames = 0
+        for meta, data in history:
+            job = self._open(key, meta, data)
+            if job.error is not None:
+                log.warning("pose.warm_up_stopped", key=key, seq=meta.seq, error=str(job.error))
+                break
+            self._run_lockstep([job])
+            frames += len(job.out)
+        if history:
+            log.info("pose.warmed_up", key=key, chunks=len(history), frames=frames)
+        return frames
 
     def _open(self, key: str, meta: ChunkMeta, data: bytes) -> _Job:
         base: dict[str, Any] = {
@@ -189,9 +220,12 @@ async def run(
     producer: AIOKafkaProducer,
     worker: PoseWorker,
     *,
+    history: ChunkHistory | None = None,
     max_batch: int = DEFAULT_MAX_BATCH,
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
 ) -> None:
+    """Poll, pose, send, commit, forever. With ``history``, a stream this worker picks up mid-way is
+    first warmed up on its preceding chunks (:meth:`PoseWorker.warm_up`)."""
     loop = asyncio.get_running_loop()
     while True:
         polled = await consumer.getmany(timeout_ms=int(max_wait_ms), max_records=max_batch)
@@ -208,6 +242,8 @@ async def run(
                 ERRORS.labels(service="pose", kind="bad_message").inc()
                 continue
             good.append((record, (key, meta, data)))
+        if history is not None:
+            await _warm_up_streams(loop, history, worker, good)
         results = await loop.run_in_executor(None, worker.poses_for_chunks, [g for _, g in good])
         for (record, (key, meta, _)), msgs in zip(good, results, strict=True):
             if isinstance(msgs, Exception):
@@ -224,3 +260,22 @@ async def run(
             log.debug("pose.chunk_done", key=key, seq=meta.seq, frames=len(msgs))
         await producer.flush()
         await consumer.commit()
+
+
+async def _warm_up_streams(
+    loop: asyncio.AbstractEventLoop,
+    history: ChunkHistory,
+    worker: PoseWorker,
+    polled: list[tuple[Any, tuple[str, ChunkMeta, bytes]]],
+) -> None:
+    """Warm up each stream whose first chunk in this poll starts its track mid-stream."""
+    seen: set[tuple[str, int]] = set()
+    for record, (key, meta, _) in polled:
+        stream = (key, meta.stream_start_us)
+        if stream in seen:
+            continue
+        seen.add(stream)
+        if worker.needs_history(key, meta):
+            tp = TopicPartition(record.topic, record.partition)
+            chunks = await history.before(tp, record.offset, key, meta)
+            await loop.run_in_executor(None, worker.warm_up, key, chunks)

@@ -316,25 +316,28 @@ def _sdp(choice: tuple[list[str], list[tuple[int, str]], str]) -> str:
 
 
 def _valid_offer() -> str:
-    return "\r\n".join(
-        [
-            "v=0",
-            "o=- 1 2 IN IP4 127.0.0.1",
-            "s=-",
-            "t=0 0",
-            "a=group:BUNDLE 0",
-            "m=video 9 UDP/TLS/RTP/SAVPF 96",
-            "c=IN IP4 0.0.0.0",
-            "a=mid:0",
-            "a=sendonly",
-            "a=rtcp-mux",
-            "a=rtpmap:96 VP8/90000",
-            "a=ice-ufrag:abcd",
-            "a=ice-pwd:abcdefghijklmnopqrstuvwx",
-            "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
-            "a=setup:actpass",
-        ]
-    ) + "\r\n"
+    return (
+        "\r\n".join(
+            [
+                "v=0",
+                "o=- 1 2 IN IP4 127.0.0.1",
+                "s=-",
+                "t=0 0",
+                "a=group:BUNDLE 0",
+                "m=video 9 UDP/TLS/RTP/SAVPF 96",
+                "c=IN IP4 0.0.0.0",
+                "a=mid:0",
+                "a=sendonly",
+                "a=rtcp-mux",
+                "a=rtpmap:96 VP8/90000",
+                "a=ice-ufrag:abcd",
+                "a=ice-pwd:abcdefghijklmnopqrstuvwx",
+                "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
+                "a=setup:actpass",
+            ]
+        )
+        + "\r\n"
+    )
 
 
 def sdp_offers() -> st.SearchStrategy[bytes]:

@@ -138,6 +138,7 @@ async def run_pose_worker(
     precision: str = "fp32",
     skip_still: bool = True,
 ) -> int:
+    from gpu_service.history import ChunkHistory
     from gpu_service.worker import PoseWorker, run, shared_tracker_factory
 
     configure("pose")
@@ -152,8 +153,11 @@ async def run_pose_worker(
     # an S3 write (measured: ~160 single-record produces/s, ~5,400 records/s batched), too few for
     # three cameras at 30 fps. Safe on Tansu: nobody reads ``poses``' "latest" offset (see kafka.py).
     producer = make_producer(bootstrap, max_batch_size=POSE_BATCH_BYTES)
+    # Its own groupless reader, for the chunks before a stream this worker picks up mid-way.
+    reader = make_consumer(bootstrap, None)
     await consumer.start()
     await producer.start()
+    await reader.start()
     # One model shared by every camera's tracker, so frames of different cameras share a model call.
     worker = PoseWorker(objects, factory)
     log.info(
@@ -165,8 +169,9 @@ async def run_pose_worker(
         skip_still=skip_still,
     )
     try:
-        await _until_signalled(run(consumer, producer, worker))
+        await _until_signalled(run(consumer, producer, worker, history=ChunkHistory(reader)))
     finally:
+        await reader.stop()
         await consumer.stop()
         await producer.stop()
     return 0

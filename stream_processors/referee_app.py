@@ -53,6 +53,7 @@ def _parsed(parse: Callable[[bytes], M], value: bytes, event: str) -> M | None:
         ERRORS.labels(service="referee", kind="bad_message").inc()
         return None
 
+
 APP_ID = "meetvar-referee"  # also the consumer group whose committed offsets recovery reads
 
 

@@ -128,6 +128,10 @@ class RefereeProcessor:
                     stream.joined_mid_stream = frame.frame_index > 0
                 if (d := stream.referee.push(frame)) is not None:
                     out.append(self._settle(key, stream, d))
+            elif msg.frame.get("refined"):
+                # A frame sent again can carry re-measured bottom frames its first sending did not: a
+                # restarted pose worker re-measures the bottom on whichever frame its own watch picks.
+                stream.referee.amend(PoseFrame.from_json(msg.frame).refined)
         now_us = time.time_ns() // 1000
         platform = platform_key(msg.meet, msg.platform)
 

@@ -38,8 +38,9 @@ def reached(watch: StreamWatch, lo: float, *, source: bool = False) -> Any:
 
 
 def between(watch: StreamWatch, lo: float, hi: float) -> Any:
-    """A check: the poses are between media times ``lo`` and ``hi`` (s). Used at half speed, where
-    the pose worker keeps up and its position moves in small steps, so the window is not jumped."""
+    """A check: the poses are between media times ``lo`` and ``hi`` (s). Used at quarter speed, where
+    the pose worker keeps up and its position moves a chunk (0.5 s) at a time, so a window longer than
+    a chunk is not jumped."""
 
     def check() -> Position | None:
         p = watch.pose(CAMERA)
@@ -53,18 +54,15 @@ def ended(p: Position | None) -> bool:
 
 
 def kill_referee_and_pose_in_second_rep(demo: DemoProcess, watch: StreamWatch, reps: list[Rep]) -> Any:
-    # Both during the second rep, the referee first: the pose worker goes on posing meanwhile.
-    # Both before the last second of the ascent: kills there are not yet survived (seen once in CI, a
-    # pose worker and referee killed 0.57 s before the lockout turned rep 2's call into "undecided";
-    # an open defect, in issue 11's note).
+    # Both during the second rep, the referee first (in the descent): the pose worker goes on posing
+    # meanwhile. The pose worker at the first position past the bottom, before the bottom's re-measure
+    # was due: a kill there once turned rep 2's call into "undecided" (tests/test_pose_restart.py).
     second = reps[1]
     r = wait_for(
-        "the second rep under way", between(watch, second.start_s + 0.3, second.end_s - 1.2), 150, 0.02
+        "the second rep under way", between(watch, second.start_s + 0.3, second.bottom_s - 0.3), 150, 0.02
     )
     referee, r_before = kill_now(demo, "referee")
-    p = wait_for(
-        "still in the second rep", between(watch, second.start_s + 0.8, second.end_s - 1.0), 30, 0.02
-    )
+    p = wait_for("the second rep's bottom", reached(watch, second.bottom_s), 30, 0.02)
     pose, p_before = kill_now(demo, "pose")
     return {
         "referee_killed_at_s": r.media_s,
@@ -88,13 +86,17 @@ def run_once(tmp: Path, faults: Any, reps: list[Rep], extra: tuple[str, ...] = (
         done = faults(demo, watch, reps)
         calls, result = settle(demo, watch, [CAMERA], reps, ended, timeout=150)
         restarts = demo.restarts()
-    return {"faults": done, "calls": calls, "result": result, "restarts": restarts}
+    # A pose worker that takes a stream over mid-way replays its last seconds first (gpu_service.history).
+    warm_ups = (tmp / "logs" / "pose.log").read_text(errors="replace").count('"pose.warmed_up"')
+    return {"faults": done, "calls": calls, "result": result, "restarts": restarts, "warm_ups": warm_ups}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The reference first (the kills are aimed by its rep timing), then both runs at once: each
-    spends most of its time waiting on its own clip, so they overlap well."""
+    spends most of its time waiting on its own clip, so they overlap well. The pose worker's kill is
+    aimed at a chunk's worth of poses (its position moves a chunk at a time when it keeps up): at
+    quarter speed it keeps up even beside the other run on a loaded machine."""
     reps = reference_reps(judge_clip(bundled_clip()))
     with ThreadPoolExecutor(2) as pool:
         a = pool.submit(
@@ -102,7 +104,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             tmp_path_factory.mktemp("chaos-a"),
             kill_referee_and_pose_in_second_rep,
             reps,
-            ("--speed", "0.5"),
+            ("--speed", "0.25"),
         )
         b = pool.submit(run_once, tmp_path_factory.mktemp("chaos-b"), kill_broker_between_reps, reps)
         return {"reps": reps, "a": a.result(), "b": b.result()}
@@ -127,12 +129,9 @@ def test_referee_and_pose_worker_killed_during_the_second_rep(runs: dict[str, An
     second = reps[1]
     # The referee is killed first; the poses' position may not have moved on by the pose worker's kill
     # (its records come in batches), hence <= between the two.
-    assert (
-        second.start_s
-        < run["faults"]["referee_killed_at_s"]
-        <= run["faults"]["pose_killed_at_s"]
-        < second.end_s
-    )
+    assert second.start_s < run["faults"]["referee_killed_at_s"] < second.bottom_s
+    assert second.bottom_s <= run["faults"]["pose_killed_at_s"] < second.end_s
+    assert run["warm_ups"] == run["restarts"]["pose"]
     check(run, reps)
 
 

@@ -54,7 +54,9 @@ async def test_chunk_above_inline_limit_travels_through_s3_to_the_pose_worker(
     chunk = next(iter(chunks_from_file(bundled_clip(), start_us=sink.start_us, max_frames=12)))
     assert len(chunk.data) > 10_000
     sent = await sink.send(chunk)
-    assert sent.ref is not None and sent.ref.startswith(f"s3://{ingest_store.bucket}/open2026/platform-1/side/")
+    assert sent.ref is not None and sent.ref.startswith(
+        f"s3://{ingest_store.bucket}/open2026/platform-1/side/"
+    )
 
     topic, value, key = producer.sent[0]
     assert topic == VIDEO_CHUNKS and key == camera.key.encode()

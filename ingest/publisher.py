@@ -147,16 +147,19 @@ async def publish_file(
     ``resume``: the last chunk the broker has of an unfinished pass of this file (see
     :mod:`ingest.resume`); the pass goes on after it, under its stream start, sending no chunk twice.
     """
+    # The stream's start on both clocks: frames are stamped on the wall clock, released on the other.
+    now_us, now = time.time_ns() // 1000, time.monotonic()
     if resume is not None:
         start_us = resume.stream_start_us
-    start = start_us if start_us is not None else time.time_ns() // 1000
+    start = start_us if start_us is not None else now_us
     sink = ChunkSink(producer, camera, store, start_us=start, inline_limit=inline_limit)
     chunks = chunks_from_file(path, start_us=start)
     if resume is not None:
         chunks = _after(chunks, resume)
         sink.stats.chunks = resume.seq + 1
         sink.stats.frames = resume.first_frame_index + len(resume.capture_us)
-    async for chunk in paced(chunks, speed=speed):
+    start_at = None if resume is not None else now - (now_us - start) / 1e6
+    async for chunk in paced(chunks, speed=speed, start_at=start_at):
         await sink.send(chunk)
     await sink.end()
     log.info("ingest.stream_done", camera=camera.key, **sink.stats.__dict__)

@@ -105,13 +105,15 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-live", action="store_true", help="skip the live (demo) latency part")
     p.add_argument("--live-video", help="clip the live part streams (default: the bundled clip)")
-    p.add_argument("--decisions", type=int, default=2, help="decisions per camera in the live part")
+    p.add_argument(
+        "--decisions", type=int, default=2, help="decisions per camera in a pass of the live clip (its reps)"
+    )
     p.add_argument("--cameras", default="1", help="comma-separated camera counts for the live part, e.g. 1,3")
     p.add_argument("--rounds", type=int, default=1, help="demo runs per camera count (p50/p95 over all)")
     p.add_argument(
         "--memory-broker", action="store_true", help="live part on the in-memory broker (demo --memory)"
     )
-    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for them")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for them")
     p.add_argument("--json", action="store_true", help="print only the JSON")
 
 

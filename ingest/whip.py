@@ -505,7 +505,8 @@ def whip_app(service: WhipService) -> FastAPI:
 
 def _check_offer(offer_sdp: str) -> None:
     """What aiortc accepts but then fails on in a background task after the 201 (found by fuzzing,
-    meetvar/fuzz.py): media without a DTLS fingerprint or ICE credentials. Refuse those with a 400."""
+    meetvar/benchmarks/fuzz.py): media without a DTLS fingerprint or ICE credentials. Refuse those
+    with a 400."""
     try:
         parsed = SessionDescription.parse(offer_sdp)
     except Exception as exc:

@@ -21,16 +21,16 @@ DEFAULT_CAMERA = "demo/platform-1/side"
 # Modules that add their own subcommands: each defines ``register(subparsers) -> None`` and keeps its
 # heavy imports inside the command function, so ``meetvar --help`` stays instant.
 COMMAND_MODULES: tuple[str, ...] = (
-    "meetvar.cmd_archive",
-    "meetvar.cmd_replay",
-    "meetvar.cmd_kinesis",
+    "meetvar.commands.archive",
+    "meetvar.commands.replay",
+    "meetvar.commands.kinesis",
     "dashboard.cli",
-    "meetvar.cmd_camera",
-    "meetvar.cmd_bench",
+    "meetvar.commands.camera",
+    "meetvar.commands.bench",
     "gpu_service.rtmpose_export",
-    "meetvar.cmd_meetsoftware",
+    "meetvar.commands.meetsoftware",
     "meetvar.reports.cli",
-    "meetvar.cmd_metrics",  # last: adds --metrics-port to the services registered before it
+    "meetvar.commands.metrics",  # last: adds --metrics-port to the services registered before it
 )
 
 

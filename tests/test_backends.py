@@ -69,6 +69,7 @@ def test_backend_names_and_input_checks(ort_backend) -> None:  # type: ignore[no
 
 
 def test_ort_batch_rows_equal_single_runs(ort_backend) -> None:  # type: ignore[no-untyped-def]
+    assert ort_backend.row_workers == 2  # the rows below run on two threads at once, bit-identical
     x = np.random.default_rng(1).random((3, 256, 256, 3), dtype=np.float32)
     batched = ort_backend.run(LANDMARK, x)
     for i in range(3):

@@ -14,8 +14,9 @@ import av
 import numpy as np
 import pytest
 
-from meetvar import bench, cmd_bench
+from meetvar.benchmarks import pipeline as bench
 from meetvar.cli import bundled_clip, main
+from meetvar.commands import bench as cmd_bench
 from meetvar.errors import UserError
 
 

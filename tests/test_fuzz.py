@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from meetvar import fuzz
+from meetvar.benchmarks import fuzz
 
 SHORT = 300
 

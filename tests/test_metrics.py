@@ -24,7 +24,7 @@ from dashboard.state import DashboardState
 from dashboard.store import DashboardStore
 from meetvar import metrics
 from meetvar.cli import build_parser
-from meetvar.cmd_metrics import SERVICES, _with_metrics
+from meetvar.commands.metrics import SERVICES, _with_metrics
 from stream_processors.schemas import DecisionMsg, PoseMsg
 from tests.browser import LiveServer, free_port, synthetic_decisions
 

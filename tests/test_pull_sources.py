@@ -32,7 +32,7 @@ from ingest.errors import SourceError
 from ingest.live import CameraMetrics, LiveChunkPipeline, MetricsRegistry
 from ingest.publisher import CameraId
 from ingest.sources.pull import Backoff, PullCamera
-from meetvar.bench_ingest import draw_barcode, read_barcode
+from meetvar.benchmarks.ingest import draw_barcode, read_barcode
 from stream_processors.kafka import make_consumer, make_producer
 from stream_processors.object_store import LocalObjectStore
 from stream_processors.schemas import ChunkMeta, unpack_chunk

@@ -1,7 +1,7 @@
 """WHIP ingest against real parts: uvicorn on loopback, aiortc publishers, the Tansu broker, x264 chunks.
 
 The synthetic cameras draw their frame counter and capture clock into each picture
-(:class:`meetvar.bench_ingest.BarcodeTrack`), so the test reads back, from the chunks in Kafka, exactly
+(:class:`meetvar.benchmarks.ingest.BarcodeTrack`), so the test reads back, from the chunks in Kafka, exactly
 which frames arrived and in what order.
 """
 
@@ -39,7 +39,7 @@ from ingest.chunk_decoder import decode_chunk
 from ingest.live import CaptureClock, LiveChunkPipeline, MetricsRegistry
 from ingest.publisher import CameraId
 from ingest.whip import CameraTokens, WhipClient, WhipConfig, WhipService, camera_from_path, camera_path_id
-from meetvar.bench_ingest import BarcodeTrack, client_command, prefer_codec, read_barcode
+from meetvar.benchmarks.ingest import BarcodeTrack, client_command, prefer_codec, read_barcode
 from stream_processors.kafka import make_consumer, make_producer
 from stream_processors.object_store import LocalObjectStore
 from stream_processors.schemas import ChunkMeta, unpack_chunk

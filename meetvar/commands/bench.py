@@ -1,8 +1,8 @@
 """``meetvar bench pose|pipeline|workers|ingest|fuzz|chaos|soak|broker``: benchmarks printing JSON, last.
 
-``pose`` and ``pipeline`` live in :mod:`meetvar.bench`; ``ingest`` is :mod:`meetvar.bench_ingest`'s
-``run_bench_ingest`` when that module is installed (it is looked up when the command runs, so this
-command works, and says so clearly, without it). Everything heavy is imported inside the commands so
+``pose`` and ``pipeline`` live in :mod:`meetvar.benchmarks.pipeline`; ``ingest`` is
+:mod:`meetvar.benchmarks.ingest`'s ``run_bench_ingest`` when that module is installed (it is looked up
+when the command runs, so this command works, and says so clearly, without it). Everything heavy is imported inside the commands so
 ``meetvar --help`` stays instant.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from meetvar.errors import UserError
 
-INGEST_MODULE = "meetvar.bench_ingest"
+INGEST_MODULE = "meetvar.benchmarks.ingest"
 MEDIAPIPE_PYTHON = Path(__file__).resolve().parent.parent / ".venv-mediapipe" / "bin" / "python"
 
 
@@ -111,6 +111,12 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cameras", default="1", help="comma-separated camera counts for the live part, e.g. 1,3")
     p.add_argument("--rounds", type=int, default=1, help="demo runs per camera count (p50/p95 over all)")
     p.add_argument(
+        "--warm-passes",
+        type=int,
+        default=1,
+        help="passes of the clip not counted, while the pose worker starts (default 1; 0: cold start)",
+    )
+    p.add_argument(
         "--memory-broker", action="store_true", help="live part on the in-memory broker (demo --memory)"
     )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for them")
@@ -134,19 +140,19 @@ def _emit(result: dict[str, Any], as_json: bool) -> int:
 
 
 def cmd_bench_pose(args: argparse.Namespace) -> int:
-    from meetvar.bench import bench_pose
+    from meetvar.benchmarks.pipeline import bench_pose
 
     return _emit(bench_pose(args), args.json)
 
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
-    from meetvar.bench import bench_pipeline
+    from meetvar.benchmarks.pipeline import bench_pipeline
 
     return _emit(bench_pipeline(args), args.json)
 
 
 def cmd_bench_workers(args: argparse.Namespace) -> int:
-    from meetvar.bench_workers import run_bench_workers
+    from meetvar.benchmarks.workers import run_bench_workers
 
     return _emit(run_bench_workers(args), args.json)
 
@@ -171,7 +177,7 @@ def cmd_bench_fuzz(args: argparse.Namespace) -> int:
 
     import structlog
 
-    from meetvar.fuzz import run_all
+    from meetvar.benchmarks.fuzz import run_all
 
     targets = {t.strip() for t in args.targets.split(",") if t.strip()} if args.targets else None
     # Thousands of rejected inputs would log thousands of lines: warnings only, while it runs.

@@ -222,7 +222,7 @@ def client_command(
     encoded: bool = False,
 ) -> list[str]:
     """The argv of a camera child process (see :func:`main`)."""
-    argv = [sys.executable, "-m", "meetvar.bench_ingest", "client", endpoint, token]
+    argv = [sys.executable, "-m", "meetvar.benchmarks.ingest", "client", endpoint, token]
     argv += ["--size", f"{size[0]}x{size[1]}", "--fps", str(fps), "--codec", codec]
     if frames is not None:
         argv += ["--frames", str(frames)]
@@ -306,7 +306,7 @@ async def _bench(cameras: int, seconds: float, width: int, height: int, codec: s
         while not server.started:
             await asyncio.sleep(0.05)
         consumer = await asyncio.create_subprocess_exec(
-            *[sys.executable, "-m", "meetvar.bench_ingest", "consume", broker.bootstrap, "bench/"],
+            *[sys.executable, "-m", "meetvar.benchmarks.ingest", "consume", broker.bootstrap, "bench/"],
             str(seconds + 30),
             stdout=subprocess.PIPE,
         )
@@ -397,7 +397,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Child processes of the bench and the tests: ``client`` (a camera), ``consume`` (latency)."""
-    p = argparse.ArgumentParser(prog="python -m meetvar.bench_ingest")
+    p = argparse.ArgumentParser(prog="python -m meetvar.benchmarks.ingest")
     sub = p.add_subparsers(dest="role", required=True)
     c = sub.add_parser("client")
     c.add_argument("endpoint")

@@ -414,7 +414,13 @@ def latency_summary(events: list[dict[str, Any]], hold_s: float | None = None) -
 
 
 def latency_by_cameras(
-    video: Path | None, camera_counts: list[int], rounds: int, decisions: int, timeout: float, memory: bool
+    video: Path | None,
+    camera_counts: list[int],
+    rounds: int,
+    decisions: int,
+    timeout: float,
+    memory: bool,
+    warm_passes: int = 1,
 ) -> dict[str, Any]:
     """p50/p95 of attempt end → WebSocket per camera count, over ``rounds`` demo runs each (each
     counted after a warm-up pass, see :func:`live_latency`)."""
@@ -422,13 +428,14 @@ def latency_by_cameras(
     for n in camera_counts:
         rows: list[dict[str, Any]] = []
         for r in range(rounds):
-            got = live_latency(video, decisions, timeout, memory=memory, cameras=n)["decisions"]
+            got = live_latency(video, decisions, timeout, memory, n, warm_passes)["decisions"]
             rows += [{**row, "round": r} for row in got]
             print(f"live, {n} camera(s), round {r + 1}/{rounds}: {len(got)} decisions", file=sys.stderr)
         lat = [float(row["end_to_websocket_ms"]) for row in rows]
         lockout = [float(row["lockout_to_websocket_ms"]) for row in rows]
         out[str(n)] = {
             "decisions": len(rows),
+            "warm_passes": warm_passes,
             "end_to_websocket_ms": _percentiles(lat) if lat else None,
             "lockout_to_websocket_ms": _percentiles(lockout) if lockout else None,
             "rows": rows,
@@ -477,5 +484,6 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             args.decisions,
             args.timeout,
             getattr(args, "memory_broker", False),
+            max(0, getattr(args, "warm_passes", 1)),
         )
     return result

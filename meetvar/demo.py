@@ -134,6 +134,9 @@ class Demo:
         logs = data / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         previous = signal.signal(signal.SIGTERM, _raise_stop)
+        # Ctrl-C stops everything even where SIGINT came in ignored, as a shell's background job
+        # (`meetvar demo &` in a script) has it; Python then installs no handler of its own.
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
         supervisor = Supervisor(logs, data / "supervisor.json", on_exit=self._report_exit)
         try:
             bootstrap, where = self._start_broker(supervisor, data, logs)
@@ -173,6 +176,7 @@ class Demo:
         finally:
             supervisor.stop_all()
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
 
     def camera_ids(self) -> list[str]:
         """The cameras streamed: ``--camera`` and, with ``--cameras N``, the same camera on the next

@@ -71,6 +71,10 @@ async def watch(port: int, decisions_wanted: int, timeout: float) -> tuple[float
             await asyncio.sleep(0.3)
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.mark.integration
 def test_demo_pushes_live_calls_identical_to_offline_judge(tmp_path: Path) -> None:
     port = free_port()
@@ -90,6 +94,9 @@ def test_demo_pushes_live_calls_identical_to_offline_judge(tmp_path: Path) -> No
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # Started as a shell's background job is (`meetvar demo &` in a script): SIGINT ignored. The
+        # SIGINT at the end must still stop it (found when a soak's demo had to be killed).
+        preexec_fn=_ignore_sigint,
     )
     try:
         with ThreadPoolExecutor(1) as pool:

@@ -13,11 +13,13 @@ from it (those frames' poses were already sent), and carries on with the track a
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from stream_processors.kafka import PartitionReadTimeout, read_range
 from stream_processors.schemas import ChunkMeta, SchemaError, unpack_chunk
@@ -49,38 +51,44 @@ class ChunkHistory:
         """The chunks of ``meta``'s stream that lead up to it without a gap, oldest first, covering
         :attr:`seconds` before its first frame (less where the stream or the partition is younger).
 
-        Empty when they cannot be read in time: the worker then starts the track cold, as before.
+        Empty when they cannot be read in time or the broker fails meanwhile: the worker then starts
+        the track cold, as before, rather than fail (its successor would need the same history).
         """
-        first_us = meta.first_capture_us
-        if first_us is None or meta.first_frame_index <= 0:
+        if meta.first_capture_us is None or meta.first_frame_index <= 0:
             return []
+        try:
+            return await asyncio.wait_for(self._read_back(tp, offset, key, meta), self.timeout_s)
+        except (PartitionReadTimeout, TimeoutError, KafkaError) as exc:
+            log.warning("pose.history_unread", key=key, offset=offset, error=str(exc) or type(exc).__name__)
+            return []
+
+    async def _read_back(
+        self, tp: TopicPartition, offset: int, key: str, meta: ChunkMeta
+    ) -> list[tuple[ChunkMeta, bytes]]:
+        first_us = int(meta.capture_us[0])
         deadline = time.monotonic() + self.timeout_s
         found: dict[int, tuple[ChunkMeta, bytes]] = {}  # first frame index → chunk
         begin = (await self.consumer.beginning_offsets([tp]))[tp]
         upto, step = offset, FIRST_LOOKBACK
         chain: list[tuple[ChunkMeta, bytes]] = []
-        try:
-            while upto > begin and step <= MAX_LOOKBACK:
-                start = max(begin, upto - step)
-                for record in await read_range(self.consumer, tp, start, upto, deadline):
-                    if (record.key or b"").decode(errors="replace") != key:
-                        continue
-                    try:
-                        m, data = unpack_chunk(record.value or b"")
-                    except SchemaError:
-                        continue
-                    if m.stream_start_us == meta.stream_start_us and not m.end_of_stream and m.capture_us:
-                        found[m.first_frame_index] = (m, data)
-                chain = _chain(found, meta.first_frame_index)
-                if chain and (
-                    chain[0][0].first_frame_index == 0
-                    or first_us - chain[0][0].capture_us[0] >= self.seconds * 1e6
-                ):
-                    break
-                upto, step = start, step * 2
-        except PartitionReadTimeout as exc:
-            log.warning("pose.history_unread", key=key, offset=offset, error=str(exc))
-            return []
+        while upto > begin and step <= MAX_LOOKBACK:
+            start = max(begin, upto - step)
+            for record in await read_range(self.consumer, tp, start, upto, deadline):
+                if (record.key or b"").decode(errors="replace") != key:
+                    continue
+                try:
+                    m, data = unpack_chunk(record.value or b"")
+                except SchemaError:
+                    continue
+                if m.stream_start_us == meta.stream_start_us and not m.end_of_stream and m.capture_us:
+                    found[m.first_frame_index] = (m, data)
+            chain = _chain(found, meta.first_frame_index)
+            oldest = chain[0][0].first_frame_index if chain else meta.first_frame_index
+            if chain and (oldest == 0 or first_us - chain[0][0].capture_us[0] >= self.seconds * 1e6):
+                break
+            if any(i < oldest for i in found):
+                break  # a chunk of the stream older than the chain: the gap before it is for good
+            upto, step = start, step * 2
         cut = first_us - int(self.seconds * 1e6)
         # Whole chunks only (each decodes on its own): the oldest one that still reaches the cut.
         while len(chain) > 1 and chain[1][0].capture_us[0] <= cut:

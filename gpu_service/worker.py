@@ -3,7 +3,8 @@
 A consumer-group member, so more workers share the cameras. Each camera stream keeps its own tracker
 (the detector runs only when the track is lost). Offsets are committed after a poll's poses are sent:
 a worker killed mid-chunk makes its successor redo that chunk, and the referee drops the repeated
-frames by capture time, so nothing is lost and nothing is counted twice. A worker that picks a stream up
+frames by capture time (keeping any re-measured bottom one carries), so nothing is lost and nothing is
+counted twice. A worker that picks a stream up
 mid-way first replays the stream's last seconds through the new tracker without sending them
 (gpu_service.history), so a squat's bottom reached just before the restart is still re-measured.
 
@@ -124,6 +125,9 @@ class PoseWorker:
             job = self._open(key, meta, data)
             if job.error is not None:
                 log.warning("pose.warm_up_stopped", key=key, seq=meta.seq, error=str(job.error))
+                # Its frames are missing from the track: the next chunk must start it cold.
+                self._trackers.pop((key, meta.stream_start_us), None)
+                self._next_index.pop((key, meta.stream_start_us), None)
                 break
             self._run_lockstep([job])
             frames += len(job.out)
@@ -268,13 +272,13 @@ async def _warm_up_streams(
     worker: PoseWorker,
     polled: list[tuple[Any, tuple[str, ChunkMeta, bytes]]],
 ) -> None:
-    """Warm up each stream whose first chunk in this poll starts its track mid-stream."""
-    seen: set[tuple[str, int]] = set()
+    """Warm up each camera whose first chunk in this poll starts its track mid-stream. Only the
+    first: a camera's tracker is one at a time, so warming a second stream of it would drop the first."""
+    seen: set[str] = set()
     for record, (key, meta, _) in polled:
-        stream = (key, meta.stream_start_us)
-        if stream in seen:
+        if key in seen:
             continue
-        seen.add(stream)
+        seen.add(key)
         if worker.needs_history(key, meta):
             tp = TopicPartition(record.topic, record.partition)
             chunks = await history.before(tp, record.offset, key, meta)

@@ -158,7 +158,9 @@ async def publish_file(
         chunks = _after(chunks, resume)
         sink.stats.chunks = resume.seq + 1
         sink.stats.frames = resume.first_frame_index + len(resume.capture_us)
-    start_at = None if resume is not None else now - (now_us - start) / 1e6
+    # Anchored at the start only when the start is now: a resumed pass, or a start the caller chose,
+    # is paced from its first chunk (a start far in the past would release everything at once).
+    start_at = now if start_us is None and resume is None else None
     async for chunk in paced(chunks, speed=speed, start_at=start_at):
         await sink.send(chunk)
     await sink.end()

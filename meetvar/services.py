@@ -157,7 +157,6 @@ async def run_pose_worker(
     reader = make_consumer(bootstrap, None)
     await consumer.start()
     await producer.start()
-    await reader.start()
     # One model shared by every camera's tracker, so frames of different cameras share a model call.
     worker = PoseWorker(objects, factory)
     log.info(
@@ -169,6 +168,7 @@ async def run_pose_worker(
         skip_still=skip_still,
     )
     try:
+        await reader.start()
         await _until_signalled(run(consumer, producer, worker, history=ChunkHistory(reader)))
     finally:
         await reader.stop()

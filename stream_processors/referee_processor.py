@@ -119,7 +119,8 @@ class RefereeProcessor:
                 # No frame, only the re-measured bottom of a stream that ended right after it.
                 stream.referee.amend(PoseFrame.from_json(msg.frame).refined)
             # A worker that died mid-chunk makes its successor resend frames, and a restarted referee is
-            # fed again what it judged: drop what this camera has seen (before parsing the pose).
+            # fed again what it judged: drop what this camera has seen (unparsed, unless it carries a
+            # re-measured bottom, below).
             elif capture_us > stream.last_capture_us:
                 frame = PoseFrame.from_json(msg.frame)
                 stream.last_capture_us = frame.capture_us

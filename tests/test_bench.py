@@ -76,10 +76,21 @@ def test_latency_summary_measures_from_the_attempts_end_lockout_plus_hold() -> N
 
 
 def test_live_latency_counts_each_camera_after_its_warm_up_pass() -> None:
+    def event(n: int, platform: str, start_us: int, bottom_s: float) -> dict[str, object]:
+        bottom = start_us + round(bottom_s * 1e6)
+        attempt = {"bottom_s": bottom_s, "capture_us": {"bottom": bottom + 1_000}}
+        return {"n": n, "platform": platform, "camera": "side", "attempt": attempt}
+
+    a1, a2, b1, b2 = 10**15, 10**15 + 30 * 10**6, 10**15 + 7, 10**15 + 31 * 10**6
     events = [
-        {"platform": p, "camera": "side", "n": i} for i, p in enumerate(["1", "2", "1", "1", "2", "2", "1"])
+        event(0, "1", a1, 10.5),
+        event(1, "2", b1, 10.5),
+        event(2, "1", a1, 17.3),  # camera 1's first pass had two reps, camera 2's one
+        event(3, "2", b2, 10.5),
+        event(4, "1", a2, 10.5),
+        event(5, "2", b2, 17.3),
     ]
-    assert [e["n"] for e in bench.after_warm_up(events, 2)] == [3, 5, 6]
+    assert [e["n"] for e in bench.after_warm_up(events, 1)] == [3, 4, 5]
     assert bench.after_warm_up(events, 0) == events
 
 

@@ -130,7 +130,8 @@ def test_referee_and_pose_worker_killed_during_the_second_rep(runs: dict[str, An
     # The referee is killed first; the poses' position may not have moved on by the pose worker's kill
     # (its records come in batches), hence <= between the two.
     assert second.start_s < run["faults"]["referee_killed_at_s"] < second.bottom_s
-    assert second.bottom_s <= run["faults"]["pose_killed_at_s"] < second.end_s
+    # Killed before the bottom's re-measure was due (0.3 s after it): its successor had to do it.
+    assert second.bottom_s <= run["faults"]["pose_killed_at_s"] < second.bottom_s + 0.3
     assert run["warm_ups"] == run["restarts"]["pose"]
     check(run, reps)
 

@@ -155,6 +155,9 @@ def test_history_reads_back_the_streams_own_chunks_without_a_gap(broker: Any) ->
             tp = TopicPartition(topic, 0)
             at_11 = await history.before(tp, offsets[(KEY, START_US, 11)], KEY, meta("a", 11))
             at_6 = await history.before(tp, offsets[(KEY, START_US, 6)], KEY, meta("a", 6))
+            # A partition that cannot be read (here: none such) gives no history, not a crashed worker.
+            lost = TopicPartition(f"no-such-{uuid.uuid4().hex[:8]}", 0)
+            assert await ChunkHistory(reader, timeout_s=2.0).before(lost, 5, KEY, meta("a", 11)) == []
         finally:
             await reader.stop()
         return [m for m, _ in at_11], [m for m, _ in at_6]

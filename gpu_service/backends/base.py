@@ -122,6 +122,7 @@ def create_backend(
     device: str | None = None,
     precision: str = "fp32",
     max_batch: int = 8,
+    row_workers: int = 2,
 ) -> InferenceBackend:
     """Build a backend by name. The heavy runtimes are imported here, not at module import, so that
     the CPU-only install never needs torch or tensorrt."""
@@ -133,7 +134,7 @@ def create_backend(
             )
         from gpu_service.backends.onnxruntime import OrtBackend
 
-        return OrtBackend(models, threads=threads)
+        return OrtBackend(models, threads=threads, row_workers=row_workers)
     if kind == "torch":
         from gpu_service.backends.torch import TorchBackend
 

@@ -367,17 +367,22 @@ def live_latency(
             except subprocess.TimeoutExpired:
                 demo.kill()
                 demo.wait()
-    return latency_summary(after_warm_up(events, decisions * warm_passes))
+    return latency_summary(after_warm_up(events, warm_passes))
 
 
-def after_warm_up(events: list[dict[str, Any]], skip: int) -> list[dict[str, Any]]:
-    """The events after each camera's first ``skip`` (in arrival order)."""
-    seen: dict[tuple[Any, Any], int] = {}
+def after_warm_up(events: list[dict[str, Any]], passes: int) -> list[dict[str, Any]]:
+    """The events of each camera's passes after its first ``passes`` (a pass is a stream: the same
+    start, the bottom's capture time less its media time)."""
+    streams: dict[tuple[Any, Any], list[int]] = {}
     kept = []
     for e in events:
-        key = (e.get("platform"), e.get("camera"))
-        seen[key] = seen.get(key, 0) + 1
-        if seen[key] > skip:
+        attempt = e.get("attempt", {})
+        bottom_us = int(attempt.get("capture_us", {}).get("bottom", 0))
+        start = bottom_us - round(float(attempt.get("bottom_s", 0.0)) * 1e6)
+        seen = streams.setdefault((e.get("platform"), e.get("camera")), [])
+        if not any(abs(start - s) <= 5_000 for s in seen):
+            seen.append(start)
+        if next(i for i, s in enumerate(seen) if abs(start - s) <= 5_000) >= passes:
             kept.append(e)
     return kept
 

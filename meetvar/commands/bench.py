@@ -2,8 +2,8 @@
 
 ``pose`` and ``pipeline`` live in :mod:`meetvar.benchmarks.pipeline`; ``ingest`` is
 :mod:`meetvar.benchmarks.ingest`'s ``run_bench_ingest`` when that module is installed (it is looked up
-when the command runs, so this command works, and says so clearly, without it). Everything heavy is imported inside the commands so
-``meetvar --help`` stays instant.
+when the command runs, so this command works, and says so clearly, without it). Everything heavy is
+imported inside the commands so ``meetvar --help`` stays instant.
 """
 
 from __future__ import annotations

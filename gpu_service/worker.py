@@ -4,9 +4,9 @@ A consumer-group member, so more workers share the cameras. Each camera stream k
 (the detector runs only when the track is lost). Offsets are committed after a poll's poses are sent:
 a worker killed mid-chunk makes its successor redo that chunk, and the referee drops the repeated
 frames by capture time (keeping any re-measured bottom one carries), so nothing is lost and nothing is
-counted twice. A worker that picks a stream up
-mid-way first replays the stream's last seconds through the new tracker without sending them
-(gpu_service.history), so a squat's bottom reached just before the restart is still re-measured.
+counted twice. A worker that picks a stream up mid-way first replays the stream's last seconds through
+the new tracker without sending them (gpu_service.history), so a squat's bottom reached just before the
+restart is still re-measured.
 
 Batching across cameras: each poll takes what the consumer has buffered, up to ``max_batch`` records,
 waiting at most ``max_wait_ms`` for the first (the latency bound). Chunks of *different* streams in one

@@ -115,13 +115,10 @@ class RefereeProcessor:
             del self._streams[key]
         elif msg.frame is not None:
             capture_us = int(msg.frame.get("capture_us", -1))
-            if capture_us < 0:
-                # No frame, only the re-measured bottom of a stream that ended right after it.
-                stream.referee.amend(PoseFrame.from_json(msg.frame).refined)
             # A worker that died mid-chunk makes its successor resend frames, and a restarted referee is
             # fed again what it judged: drop what this camera has seen (unparsed, unless it carries a
             # re-measured bottom, below).
-            elif capture_us > stream.last_capture_us:
+            if capture_us > stream.last_capture_us:
                 frame = PoseFrame.from_json(msg.frame)
                 stream.last_capture_us = frame.capture_us
                 if stream.first_us is None:
@@ -130,8 +127,9 @@ class RefereeProcessor:
                 if (d := stream.referee.push(frame)) is not None:
                     out.append(self._settle(key, stream, d))
             elif msg.frame.get("refined"):
-                # A frame sent again can carry re-measured bottom frames its first sending did not: a
-                # restarted pose worker re-measures the bottom on whichever frame its own watch picks.
+                # Re-measured bottom frames on no frame (capture time -1: a stream that ended right
+                # after its bottom), or on a frame sent again: a restarted pose worker re-measures the
+                # bottom on whichever frame its own watch picks, not always one its predecessor sent.
                 stream.referee.amend(PoseFrame.from_json(msg.frame).refined)
         now_us = time.time_ns() // 1000
         platform = platform_key(msg.meet, msg.platform)

@@ -18,9 +18,7 @@ import asyncio
 import io
 import json
 import os
-import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +33,9 @@ import numpy as np
 import numpy.typing as npt
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
+
+from meetvar.benchmarks.pipeline import cpu_s
+from stream_processors.tansu import free_port
 
 BITS_COUNTER = 24
 BITS_TIME = 40
@@ -275,17 +276,6 @@ def _percentiles(values: list[float]) -> dict[str, float | int | None]:
 
 
 # -- the benchmark ---------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def _bench(cameras: int, seconds: float, width: int, height: int, codec: str) -> dict[str, Any]:
     import uvicorn
 
@@ -300,7 +290,7 @@ async def _bench(cameras: int, seconds: float, width: int, height: int, codec: s
         keys = [f"bench/p1/cam{i}" for i in range(cameras)]
         secrets = {k: tokens.issue(k) for k in keys}
         service = WhipService(broker.bootstrap, LocalObjectStore(work / "objects"), tokens)
-        port = _free_port()
+        port = free_port()
         server = uvicorn.Server(uvicorn.Config(whip_app(service), "127.0.0.1", port, log_level="warning"))
         serving = asyncio.create_task(server.serve())
         while not server.started:
@@ -333,9 +323,9 @@ async def _bench(cameras: int, seconds: float, width: int, height: int, codec: s
             await asyncio.sleep(0.2)
         await asyncio.sleep(1.0)
         load0 = os.getloadavg()[0]
-        cpu0, wall0, us0, frames0 = _cpu_s(), time.monotonic(), time.time_ns() // 1000, published()
+        cpu0, wall0, us0, frames0 = cpu_s(), time.monotonic(), time.time_ns() // 1000, published()
         await asyncio.sleep(seconds)
-        cpu, wall, us1 = _cpu_s() - cpu0, time.monotonic() - wall0, time.time_ns() // 1000
+        cpu, wall, us1 = cpu_s() - cpu0, time.monotonic() - wall0, time.time_ns() // 1000
         frames = published() - frames0
         metrics = service.metrics.snapshot()
         load1 = os.getloadavg()[0]

@@ -13,8 +13,8 @@ its step's.
 **pipeline** — (1) ``meetvar judge`` end to end (source decode, chunk encode, chunk decode, pose,
 referee) on the clip: frames/s and × real time; (2) the live path: ``meetvar demo`` (real broker,
 ingest paced in real time, pose worker, referee, dashboard) is started and watched over its WebSocket
-as a judge's browser would; per decision, the time from the attempt's end (lockout/rack: the capture
-time of its last frame) to the decision's arrival on the WebSocket.
+as a judge's browser would; per decision, the time from the attempt's end (its lockout frame's
+capture time plus the finish hold) to the decision's arrival on the WebSocket.
 
 The default clip is 720p: the bundled 608x1080 clip scaled to 720x1280 (made in a temp folder; nothing
 is added to the project). ``--video`` takes any other file.
@@ -28,7 +28,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,15 +41,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from meetvar.benchmarks import MEDIAPIPE_PYTHON, REPO
 from meetvar.errors import UserError
+from stream_processors.tansu import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-MEDIAPIPE_PYTHON = ROOT / ".venv-mediapipe" / "bin" / "python"
-MEDIAPIPE_RUNNER = ROOT / "gpu_service" / "mediapipe_runner.py"
+__all__ = ["MEDIAPIPE_PYTHON", "bench_pipeline", "bench_pose", "cpu_s", "latency_summary", "live_latency"]
+
+MEDIAPIPE_RUNNER = REPO / "gpu_service" / "mediapipe_runner.py"
 AGREEMENT_SHARE_OF_HEIGHT = 0.02
 
 
-def _cpu_s() -> float:
+def cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -163,7 +164,7 @@ def run_pose_backend(
         t.reset()
     keypoints = np.full((len(frames), 33, 2), np.nan)
     step_ms: list[float] = []
-    cpu0 = _cpu_s()
+    cpu0 = cpu_s()
     for i, (frame, capture_us) in enumerate(zip(frames, times, strict=True)):
         t0 = time.perf_counter()
         pending = [t.prepare(frame, capture_us, i) for t in trackers]
@@ -187,7 +188,7 @@ def run_pose_backend(
         "frames": len(frames) * batch,
         "fps": round(len(frames) * batch / busy_s, 1),
         **_percentiles(step_ms),
-        "cpu_per_frame_ms": round((_cpu_s() - cpu0) * 1000.0 / (len(frames) * batch), 2),
+        "cpu_per_frame_ms": round((cpu_s() - cpu0) * 1000.0 / (len(frames) * batch), 2),
         "detector_runs": trackers[0].detector_runs,
     }
     return figures, keypoints
@@ -304,12 +305,6 @@ def bench_pose(args: argparse.Namespace) -> dict[str, Any]:
 # ---- pipeline ---------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _watch_decisions(port: int, wanted: int, timeout: float) -> list[dict[str, Any]]:
     import websockets
 
@@ -348,7 +343,7 @@ def live_latency(
     The first ``warm_passes`` passes are not counted: at start the pose worker loads its models and
     joins its group while the cameras already stream, so the first reps find it several seconds
     behind (measured: 9 s at the clip's first frame). A meet's system runs before its first lifter."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="meetvar-bench-live-") as data:
         cmd = [sys.executable, "-m", "meetvar.cli", "demo", "--port", str(port), "--data-dir", data]
         cmd += ["--cameras", str(cameras)]
@@ -455,7 +450,7 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         clip = _clip(args, work)
         runs: list[dict[str, Any]] = []
         for _ in range(max(1, args.repeat)):
-            cpu0, t0 = _cpu_s(), time.perf_counter()
+            cpu0, t0 = cpu_s(), time.perf_counter()
             judged: dict[str, Any] = judge_video(clip, threads=args.threads)
             wall = time.perf_counter() - t0
             frames, fps = int(judged["frames"]), float(judged["fps"])
@@ -465,7 +460,7 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
                     "wall_s": round(wall, 2),
                     "frames_per_s": round(frames / wall, 1),
                     "x_real_time": round(frames / fps / wall, 2) if fps else None,
-                    "cores_used": round((_cpu_s() - cpu0) / wall, 2),
+                    "cores_used": round((cpu_s() - cpu0) / wall, 2),
                     "attempts": len(judged["attempts"]),
                 }
             )

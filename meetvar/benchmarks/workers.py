@@ -28,14 +28,13 @@ from typing import Any
 from ingest.chunker import Chunk
 from ingest.normalize import chunks_from_file
 from ingest.publisher import CameraId, ChunkSink
+from meetvar.cli import bundled_clip
 from meetvar.errors import UserError
 from stream_processors.kafka import ensure_topics, make_consumer, make_producer
 from stream_processors.object_store import LocalObjectStore
 from stream_processors.schemas import PoseMsg
 from stream_processors.tansu import TansuBroker
 from stream_processors.topics import ALL_TOPICS, POSES, VIDEO_CHUNKS_PARTITIONS
-
-BUNDLED = Path(__file__).resolve().parent.parent / "ingest" / "samples" / "rohanx01_squat.mp4"
 
 
 @contextlib.contextmanager
@@ -155,7 +154,7 @@ def run_bench_workers(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(
             f"--workers takes counts from 1 to {VIDEO_CHUNKS_PARTITIONS} (the video.chunks partitions)"
         )
-    video = Path(args.video) if args.video else BUNDLED
+    video = Path(args.video) if args.video else bundled_clip()
     chunks = list(chunks_from_file(video))
     if len(chunks) < 2:
         raise UserError(f"{video} is too short: the benchmark needs at least two chunks (1 s)")

@@ -12,13 +12,12 @@ import argparse
 import importlib
 import importlib.util
 import json
-from pathlib import Path
 from typing import Any
 
+from meetvar import benchmarks
 from meetvar.errors import UserError
 
 INGEST_MODULE = "meetvar.benchmarks.ingest"
-MEDIAPIPE_PYTHON = Path(__file__).resolve().parent.parent / ".venv-mediapipe" / "bin" / "python"
 
 
 def register(sub: Any) -> None:
@@ -95,7 +94,9 @@ def add_pose_arguments(p: argparse.ArgumentParser) -> None:
         "--repeat", type=int, default=1, help="runs per backend and of MediaPipe; the best is kept"
     )
     p.add_argument("--no-mediapipe", action="store_true", help="skip the MediaPipe reference run")
-    p.add_argument("--mediapipe-python", default=str(MEDIAPIPE_PYTHON), help="python of the side venv")
+    p.add_argument(
+        "--mediapipe-python", default=str(benchmarks.MEDIAPIPE_PYTHON), help="python of the side venv"
+    )
     p.add_argument("--json", action="store_true", help="print only the JSON")
 
 

@@ -400,6 +400,8 @@ def test_a_replay_draws_the_skeleton_of_the_frame_on_screen(
         server.call(state.on_decision, msg)
         lift_id = str(state.store.lifts()[0]["id"])
         login(driver, server.url, "viewer", PASSWORD)
+        # Every frame the overlay draws, from the moment the replay opens (a hash change keeps this page).
+        driver.execute_script(OVERLAY_LOG)
         driver.get(f"{server.url}/#replay/{lift_id}")
         wait_for(driver, lambda d: d.execute_script("return document.body.dataset.replayReady") == lift_id)
         # It opens at the bottom frame, with the rule's two points and the line between them.
@@ -411,6 +413,12 @@ def test_a_replay_draws_the_skeleton_of_the_frame_on_screen(
             15,
         )
         bottom = real.poses[40]["frame"]
+        settle(driver)
+        # Once at the bottom it stays there: the video's first frame, presented while the opening seek was
+        # still under way, must not pull the overlay back to frame 0 (it did, and a read could catch it).
+        drawn = driver.execute_script("return window.__overlay")
+        first = next(i for i, (_, at_bottom) in enumerate(drawn) if at_bottom == "1")
+        assert {index for index, _ in drawn[first:]} == {str(bottom["frame_index"])}, drawn
         assert canvas_data(driver)["frameIndex"] == str(bottom["frame_index"])
         hip = msg["attempt"]["depth"]["landmarks"]["hip"]
         assert is_colour(pixel(driver, hip), (0xFF, 0xB0, 0x20))  # the hip-surface marker, orange
@@ -444,6 +452,24 @@ def test_a_replay_draws_the_skeleton_of_the_frame_on_screen(
             "return document.querySelector('#plot polyline').getAttribute('points').split(' ').length"
         )
         assert points >= 50  # the margin over the attempt window, one point per posed frame
+
+
+OVERLAY_LOG = """window.__overlay = [];
+new MutationObserver((records) => {
+  for (const r of records) if (r.target.tagName === 'CANVAS' && r.attributeName === 'data-at-bottom')
+    window.__overlay.push([r.target.dataset.frameIndex, r.target.dataset.atBottom]);
+}).observe(document.body, {subtree: true, attributes: true, attributeFilter: ['data-at-bottom']});"""
+
+
+def settle(driver: WebDriver) -> None:
+    """Wait until the first pane's video has no seek under way, then three rendering steps (a paused video
+    presents the sought frame in one of them; requestVideoFrameCallback would wait for ever if it had)."""
+    driver.execute_async_script(
+        """const done = arguments[0]; const v = document.querySelector('.pane video');
+           const frames = (n) => requestAnimationFrame(() => (n ? frames(n - 1) : done()));
+           if (!v.seeking) frames(3);
+           else v.addEventListener('seeked', () => frames(3), {once: true});"""
+    )
 
 
 def canvas_data(driver: WebDriver) -> dict[str, str]:

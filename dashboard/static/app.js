@@ -516,8 +516,14 @@ function makePane(data) {
     const video = el("video", { src: data.clip_url, muted: true, playsinline: true, preload: "auto", "aria-label": `video, camera ${data.camera}` });
     video.muted = true;
     pane.video = video;
-    // requestVideoFrameCallback gives the exact media time of the frame being presented.
-    const onFrame = (_now, meta) => { pane.mediaTime = meta.mediaTime; drawPane(pane); if (pane === replay.panes[0]) drawAll(); video.requestVideoFrameCallback(onFrame); };
+    // requestVideoFrameCallback gives the exact media time of the frame being presented. While a seek is
+    // under way the frame it reports is the one from before the seek (on opening, frame 0 arrives after the
+    // jump to the bottom): drawing it would put the overlay back at the old frame, so it is skipped and the
+    // seek's own frame draws.
+    const onFrame = (_now, meta) => {
+      if (!video.seeking) { pane.mediaTime = meta.mediaTime; drawPane(pane); if (pane === replay.panes[0]) drawAll(); }
+      video.requestVideoFrameCallback(onFrame);
+    };
     if ("requestVideoFrameCallback" in video) video.requestVideoFrameCallback(onFrame);
     video.addEventListener("seeked", () => { pane.mediaTime = null; drawAll(); });
     video.addEventListener("timeupdate", () => { if (!("requestVideoFrameCallback" in video)) drawAll(); });

@@ -14,7 +14,6 @@ real attempt (judged by the real referee) into PNGs.
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import tempfile
 import threading
@@ -36,18 +35,13 @@ from dashboard.app import create_app
 from dashboard.state import DashboardState
 from stream_processors.object_store import LocalObjectStore
 from stream_processors.schemas import ChunkMeta, PoseMsg
+from stream_processors.tansu import free_port
 
 T = TypeVar("T")
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 CLIP = Path(__file__).resolve().parents[1] / "ingest" / "samples" / "rohanx01_squat.mp4"
 STREAM_START_US = 1_767_000_000_000_000  # a fixed wall-clock start, so clip times are reproducible
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def chromium(profile_dir: Path, width: int = 1280, height: int = 900) -> WebDriver:

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +20,9 @@ import websockets
 
 from meetvar.cli import bundled_clip
 from meetvar.judge import judge_video
+from stream_processors.tansu import free_port
 
 CONTRACT_FIELDS = ("rep", "start_s", "bottom_s", "end_s", "depth", "verdict", "cards", "reasons")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def processes_mentioning(text: str) -> list[int]:

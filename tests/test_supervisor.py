@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -160,15 +159,9 @@ def test_children_die_with_a_supervisor_killed_9(tmp_path: Path) -> None:
 # --- the demo itself ------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.integration
 def test_demo_heals_a_killed_service_and_dies_whole_when_killed_9(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "demo.out").open("wb")
     demo = subprocess.Popen(
         [

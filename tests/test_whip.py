@@ -14,7 +14,6 @@ import hashlib
 import itertools
 import json
 import signal
-import socket
 import statistics
 import time
 import uuid
@@ -43,7 +42,7 @@ from meetvar.benchmarks.ingest import BarcodeTrack, client_command, prefer_codec
 from stream_processors.kafka import make_consumer, make_producer
 from stream_processors.object_store import LocalObjectStore
 from stream_processors.schemas import ChunkMeta, unpack_chunk
-from stream_processors.tansu import TansuBroker
+from stream_processors.tansu import TansuBroker, free_port
 from stream_processors.topics import VIDEO_CHUNKS
 
 FRAME_US = 33_333  # 30 fps on the 90 kHz RTP clock: 3000 ticks
@@ -72,12 +71,6 @@ class Whip:
         return result
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def whip_server(broker: TansuBroker, tmp_path: Path, **config: Any) -> AsyncIterator[Whip]:
     tokens = CameraTokens()
@@ -86,7 +79,7 @@ async def whip_server(broker: TansuBroker, tmp_path: Path, **config: Any) -> Asy
     service = WhipService(broker.bootstrap, store, tokens, WhipConfig(**config))
     app = FastAPI()
     app.include_router(service.router())
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,14 +28,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from meetvar.supervisor import read_status
+from stream_processors.tansu import free_port
 
 __all__ = ["DemoProcess", "Position", "StreamWatch", "free_port", "judge_clip", "wait_for"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, step: float = 0.2) -> Any:

@@ -444,9 +444,7 @@ def test_a_replay_draws_the_skeleton_of_the_frame_on_screen(
         wait_for(driver, lambda d: canvas_data(d)["atBottom"] == "1")
         # Playing: the overlay follows the video frame by frame (requestVideoFrameCallback).
         driver.find_element("id", "rp-play").click()
-        time.sleep(0.4)
-        data = canvas_data(driver)
-        assert int(data["frameIndex"]) > int(bottom["frame_index"])
+        wait_for(driver, lambda d: int(canvas_data(d)["frameIndex"]) > int(bottom["frame_index"]))
         driver.find_element("id", "rp-play").click()
         points = driver.execute_script(
             "return document.querySelector('#plot polyline').getAttribute('points').split(' ').length"

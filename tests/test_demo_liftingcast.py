@@ -28,8 +28,9 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from stream_processors.kafka import make_consumer
 from stream_processors.schemas import unpack_chunk
+from stream_processors.tansu import free_port
 from stream_processors.topics import VIDEO_CHUNKS
-from tests.test_demo_e2e import free_port, processes_mentioning
+from tests.test_demo_e2e import left_behind, processes_mentioning
 from tests.test_liftingcast import LIFTERS, MEET_ID, PASSWORD, lights, platform
 
 LC_PLATFORM = "p1"
@@ -87,8 +88,7 @@ def stop(demo: subprocess.Popen[str]) -> tuple[int, str]:
 @pytest.mark.integration
 def test_demo_follows_liftingcast_lifters_weights_and_official_lights(tmp_path: Path) -> None:
     asyncio.run(_meet(tmp_path))
-    time.sleep(0.5)
-    assert processes_mentioning(str(tmp_path)) == [], "the demo left processes behind"
+    assert left_behind(str(tmp_path)) == [], "the demo left processes behind"
 
 
 async def _meet(tmp_path: Path) -> None:

@@ -107,12 +107,20 @@ class PoseWorker:
     def needs_history(self, key: str, meta: ChunkMeta) -> bool:
         """Whether this chunk starts a track mid-stream (a restarted worker, a partition moved here, or
         a gap): then the frames before it should be replayed first (:meth:`warm_up`)."""
-        stream = (key, meta.stream_start_us)
         return (
             not meta.end_of_stream
             and meta.first_frame_index > 0
-            and (stream not in self._trackers or self._next_index.get(stream) != meta.first_frame_index)
+            and self._starts_track((key, meta.stream_start_us), meta.first_frame_index)
         )
+
+    def _starts_track(self, stream: tuple[str, int], first_frame_index: int) -> bool:
+        """No track of this stream goes on at this frame: none yet, or its last chunk ended elsewhere."""
+        return stream not in self._trackers or self._next_index.get(stream) != first_frame_index
+
+    def _forget(self, stream: tuple[str, int]) -> BlazePoseTracker | None:
+        """Drop a stream's track (and the frame it expected next); returns its tracker, if it had one."""
+        self._next_index.pop(stream, None)
+        return self._trackers.pop(stream, None)
 
     def warm_up(self, key: str, history: Sequence[tuple[ChunkMeta, bytes]]) -> int:
         """Run a stream's chunks before the one it takes over at (gpu_service.history) through a
@@ -126,8 +134,7 @@ class PoseWorker:
             if job.error is not None:
                 log.warning("pose.warm_up_stopped", key=key, seq=meta.seq, error=str(job.error))
                 # Its frames are missing from the track: the next chunk must start it cold.
-                self._trackers.pop((key, meta.stream_start_us), None)
-                self._next_index.pop((key, meta.stream_start_us), None)
+                self._forget((key, meta.stream_start_us))
                 break
             self._run_lockstep([job])
             frames += len(job.out)
@@ -146,23 +153,21 @@ class PoseWorker:
         job = _Job(key, meta, base)
         stream = (key, meta.stream_start_us)
         if meta.end_of_stream:
-            tracker = self._trackers.pop(stream, None)
-            self._next_index.pop(stream, None)
+            tracker = self._forget(stream)
             if tracker is not None and (tail := tracker.flush_refined()):
                 # The stream ended within a bottom's window: its re-measured frames, on no frame.
                 job.out.append(PoseMsg(**base, frame=PoseFrame.carrying(tail).to_json()))
             job.out.append(PoseMsg(**base, end_of_stream=True))
             return job
-        expected = self._next_index.get(stream)
-        if stream not in self._trackers or expected != meta.first_frame_index:
+        if self._starts_track(stream, meta.first_frame_index):
             # A new stream of this camera (a restart or the next loop), or a gap in this one (its
             # partition went to another worker and came back, or chunks are redone after a crash): the
             # old track belongs to other frames, so start afresh (one detector run).
             if stream in self._trackers:
+                expected = self._next_index.get(stream)
                 log.info("pose.tracker_restarted", key=key, expected=expected, got=meta.first_frame_index)
             for old in [s for s in self._trackers if s[0] == key]:
-                del self._trackers[old]
-                self._next_index.pop(old, None)
+                self._forget(old)
             self._trackers[stream] = self._factory()
         self._next_index[stream] = meta.first_frame_index + len(meta.capture_us)
         try:

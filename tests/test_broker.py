@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -297,13 +296,13 @@ def test_missing_binary_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> 
         tansu_mod.find_tansu_binary()
 
 
-async def test_faust_consumer_waits_on_a_fetch_no_longer_than_our_other_consumers() -> None:
+async def test_faust_consumer_waits_on_a_fetch_no_longer_than_our_other_consumers(tmp_path: Path) -> None:
     """faust hard-codes aiokafka's fetch_max_wait_ms=1500, and Tansu holds an empty fetch for all of
     it even when a record arrives: every pose reached the referee up to 1.5 s late (faust_app doc)."""
     from stream_processors.faust_app import FETCH_MAX_WAIT_MS, make_app
     from stream_processors.kafka import consumer_settings
 
-    app = make_app(_name("fetch-wait"), "127.0.0.1:9", datadir=Path(tempfile.mkdtemp()))
+    app = make_app(_name("fetch-wait"), "127.0.0.1:9", datadir=tmp_path)
     made = app.consumer._thread._create_worker_consumer(app.transport)
     try:
         assert made._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == consumer_settings(None)["fetch_max_wait_ms"]

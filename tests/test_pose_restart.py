@@ -9,8 +9,8 @@ replays the stream's last seconds from ``video.chunks`` (gpu_service.history) wi
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,12 +62,12 @@ def calls(msgs: list[PoseMsg]) -> list[tuple[float, str]]:
 
 
 def test_a_worker_restarted_just_after_a_bottom_still_re_measures_it(
-    clip: list[tuple[ChunkMeta, bytes]],
+    clip: list[tuple[ChunkMeta, bytes]], tmp_path: Path
 ) -> None:
     """The first worker dies after sending the chunk that holds rep 2's bottom (17.35 s), before the
     bottom's re-measure was due; the second takes over at the next chunk."""
     factory = shared_tracker_factory()
-    store = LocalObjectStore(tempfile.mkdtemp())
+    store = LocalObjectStore(tmp_path)
     first = PoseWorker(store, factory)
     per_chunk = [first.poses_for_chunk(KEY, meta, data) for meta, data in clip]
     reference = calls([m for msgs in per_chunk for m in msgs])

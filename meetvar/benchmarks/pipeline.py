@@ -375,9 +375,11 @@ def after_warm_up(events: list[dict[str, Any]], passes: int) -> list[dict[str, A
         bottom_us = int(attempt.get("capture_us", {}).get("bottom", 0))
         start = bottom_us - round(float(attempt.get("bottom_s", 0.0)) * 1e6)
         seen = streams.setdefault((e.get("platform"), e.get("camera")), [])
-        if not any(abs(start - s) <= 5_000 for s in seen):
+        index = next((i for i, s in enumerate(seen) if abs(start - s) <= 5_000), None)
+        if index is None:
+            index = len(seen)
             seen.append(start)
-        if next(i for i, s in enumerate(seen) if abs(start - s) <= 5_000) >= passes:
+        if index >= passes:
             kept.append(e)
     return kept
 
